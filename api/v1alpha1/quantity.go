@@ -1,0 +1,73 @@
+package v1alpha1
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"strconv"
+
+	"k8s.io/apimachinery/pkg/api/resource"
+)
+
+// Quantity is a Kubernetes quantity kept in the form the user wrote it
+// ("4Gi", "2", 2). It is stored as text and parsed during validation so a
+// malformed value becomes a field error with its path, not a decode failure.
+// The empty string means "not set".
+type Quantity string
+
+// UnmarshalJSON accepts a JSON string or number.
+func (q *Quantity) UnmarshalJSON(b []byte) error {
+	b = bytes.TrimSpace(b)
+	if string(b) == "null" {
+		*q = ""
+		return nil
+	}
+	if len(b) > 0 && b[0] == '"' {
+		var s string
+		if err := json.Unmarshal(b, &s); err != nil {
+			return err
+		}
+		*q = Quantity(s)
+		return nil
+	}
+	var n json.Number
+	if err := json.Unmarshal(b, &n); err != nil {
+		return fmt.Errorf("quantity must be a string or a number")
+	}
+	*q = Quantity(n.String())
+	return nil
+}
+
+// MarshalJSON writes integers as numbers (as the user most likely wrote
+// them) and everything else as strings.
+func (q Quantity) MarshalJSON() ([]byte, error) {
+	if _, err := strconv.ParseInt(string(q), 10, 64); err == nil {
+		return []byte(q), nil
+	}
+	return json.Marshal(string(q))
+}
+
+// Parse returns the parsed quantity; the error text is apimachinery's.
+func (q Quantity) Parse() (resource.Quantity, error) {
+	return resource.ParseQuantity(string(q))
+}
+
+// Bytes returns the value as an integer (rounded up), for sizes.
+func (q Quantity) Bytes() (int64, error) {
+	p, err := q.Parse()
+	if err != nil {
+		return 0, err
+	}
+	v, ok := p.AsInt64()
+	if !ok {
+		// Fractional or huge: round up through the scaled value.
+		v = p.Value()
+	}
+	return v, nil
+}
+
+// MustBytes is Bytes for validated specs; it returns 0 on error.
+func (q Quantity) MustBytes() int64 {
+	v, _ := q.Bytes()
+	return v
+}
