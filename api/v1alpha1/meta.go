@@ -223,3 +223,10 @@ type StatusCause struct {
 	Message string `json:"message,omitempty"`
 	Field   string `json:"field,omitempty"`
 }
+
+// CleanupFinalizer is put on every object at creation. A delete request
+// only marks the object; the controller removes this finalizer once it has
+// released what the object holds on the host (domain, volume, addresses),
+// and only then does the object disappear. So `delete` never leaks host
+// resources, even across a crash.
+const CleanupFinalizer = "vmd.cozystack.io/cleanup"

@@ -1,0 +1,201 @@
+package controller
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"time"
+
+	"github.com/vmdhq/vmd/api/v1alpha1"
+	"github.com/vmdhq/vmd/internal/errdefs"
+	"github.com/vmdhq/vmd/internal/state"
+	"github.com/vmdhq/vmd/internal/storage"
+)
+
+// DiskReconciler makes a VMDisk's volume exist (or go away) and reports it.
+type DiskReconciler struct {
+	Store   state.Store
+	Volumes storage.Volumes
+	Log     *slog.Logger
+	// ProgressInterval is how often an import in progress is looked at.
+	ProgressInterval time.Duration
+	// Now is the clock (tests replace it).
+	Now func() time.Time
+}
+
+// Reconcile implements Reconciler.
+func (r *DiskReconciler) Reconcile(ctx context.Context, key Key) (Result, error) {
+	obj, err := getObject(ctx, r.Store, key)
+	if err != nil || obj == nil {
+		return Result{}, err
+	}
+	disk := obj.(*v1alpha1.VMDisk)
+	before, err := statusJSON(disk)
+	if err != nil {
+		return Result{}, err
+	}
+	users, err := instancesUsingDisk(ctx, r.Store, disk.ObjectMeta.Namespace, disk.ObjectMeta.Name)
+	if err != nil {
+		return Result{}, err
+	}
+	now := r.now()
+	st := &disk.Status
+	st.UsedBy = users
+	if len(users) > 0 {
+		v1alpha1.SetCondition(&st.Conditions, v1alpha1.Condition{
+			Type: v1alpha1.ConditionInUse, Status: v1alpha1.ConditionTrue, Reason: "AttachedToInstance",
+			Message: "used by vminstance " + strings.Join(users, ", "),
+		}, now)
+	} else {
+		v1alpha1.RemoveCondition(&st.Conditions, v1alpha1.ConditionInUse)
+	}
+
+	if disk.ObjectMeta.DeletionTimestamp != nil {
+		return r.finalize(ctx, disk, before, users)
+	}
+	if wrote, err := ensureFinalizer(ctx, r.Store, disk); err != nil || wrote {
+		// The write is a watch event that brings the key back.
+		return Result{}, err
+	}
+
+	st.ObservedGeneration = disk.ObjectMeta.Generation
+	vol, err := r.Volumes.EnsureVolume(ctx, volumeRequest(disk))
+	switch {
+	case errors.Is(err, errdefs.ErrNotImplemented):
+		// Not a failure to retry: this build cannot do it. Say so plainly.
+		st.Phase = v1alpha1.DiskPhasePending
+		setReady(&st.Conditions, v1alpha1.ConditionFalse, "NotImplemented", err.Error(), disk.ObjectMeta.Generation, now)
+		return Result{}, writeStatus(ctx, r.Store, disk, before)
+	case errors.Is(err, errdefs.ErrInvalid):
+		st.Phase = v1alpha1.DiskPhaseFailed
+		setReady(&st.Conditions, v1alpha1.ConditionFalse, "ImportFailed", err.Error(), disk.ObjectMeta.Generation, now)
+		return Result{}, writeStatus(ctx, r.Store, disk, before)
+	case err != nil:
+		// Transient (network, host): keep the phase, show the error, retry
+		// with back-off from the queue.
+		if st.Phase == "" {
+			st.Phase = v1alpha1.DiskPhasePending
+		}
+		setReady(&st.Conditions, v1alpha1.ConditionFalse, "Retrying", err.Error(), disk.ObjectMeta.Generation, now)
+		if werr := writeStatus(ctx, r.Store, disk, before); werr != nil {
+			return Result{}, werr
+		}
+		return Result{}, err
+	}
+
+	st.Path, st.Format, st.Size = vol.Path, vol.Format, vol.SizeBytes
+	st.BytesDone, st.BytesTotal = vol.BytesDone, vol.BytesTotal
+	replicated := v1alpha1.ConditionFalse
+	reason := "SingleCopy"
+	if vol.Replicated {
+		replicated, reason = v1alpha1.ConditionTrue, "Replicated"
+	}
+	v1alpha1.SetCondition(&st.Conditions, v1alpha1.Condition{
+		Type: v1alpha1.ConditionReplicated, Status: replicated, Reason: reason, Message: vol.ReplicationNote,
+	}, now)
+	res := Result{}
+	if vol.Ready {
+		st.Phase = v1alpha1.DiskPhaseReady
+		st.Progress = "100.0%"
+		setReady(&st.Conditions, v1alpha1.ConditionTrue, "VolumeReady", "volume "+vol.Path+" holds its data", disk.ObjectMeta.Generation, now)
+	} else {
+		st.Phase = v1alpha1.DiskPhaseImporting
+		st.Progress = progress(vol.BytesDone, vol.BytesTotal)
+		setReady(&st.Conditions, v1alpha1.ConditionFalse, "Importing", "importing "+st.Progress, disk.ObjectMeta.Generation, now)
+		res.RequeueAfter = r.progressInterval()
+	}
+	return res, writeStatus(ctx, r.Store, disk, before)
+}
+
+// finalize releases the volume of a disk being deleted, unless an instance
+// still attaches it: pulling a disk from under a VM is never right.
+func (r *DiskReconciler) finalize(ctx context.Context, disk *v1alpha1.VMDisk, before []byte, users []string) (Result, error) {
+	st := &disk.Status
+	st.Phase = v1alpha1.DiskPhaseDeleting
+	if len(users) > 0 {
+		setReady(&st.Conditions, v1alpha1.ConditionFalse, "WaitingForRelease",
+			"deletion waits until vminstance "+strings.Join(users, ", ")+" no longer attaches the disk",
+			disk.ObjectMeta.Generation, r.now())
+		// Instance changes re-queue this key (see DisksOfInstance).
+		return Result{}, writeStatus(ctx, r.Store, disk, before)
+	}
+	if err := r.Volumes.DeleteVolume(ctx, disk.ObjectMeta.Namespace, disk.ObjectMeta.Name, disk.ObjectMeta.UID); err != nil {
+		return Result{}, fmt.Errorf("deleting volume: %w", err)
+	}
+	return Result{}, removeFinalizer(ctx, r.Store, disk)
+}
+
+func (r *DiskReconciler) now() time.Time {
+	if r.Now != nil {
+		return r.Now()
+	}
+	return time.Now()
+}
+
+func (r *DiskReconciler) progressInterval() time.Duration {
+	if r.ProgressInterval > 0 {
+		return r.ProgressInterval
+	}
+	return time.Second
+}
+
+func volumeRequest(d *v1alpha1.VMDisk) storage.VolumeRequest {
+	return storage.VolumeRequest{
+		UID:       d.ObjectMeta.UID,
+		Namespace: d.ObjectMeta.Namespace,
+		Name:      d.ObjectMeta.Name,
+		Class:     d.Spec.StorageClass,
+		SizeBytes: d.Spec.Storage.MustBytes(),
+		Source:    d.Spec.Source,
+		Optical:   d.Spec.Optical != nil && *d.Spec.Optical,
+	}
+}
+
+func progress(done, total int64) string {
+	if total <= 0 {
+		return "N/A"
+	}
+	return fmt.Sprintf("%.1f%%", float64(done)*100/float64(total))
+}
+
+func setReady(conds *[]v1alpha1.Condition, status v1alpha1.ConditionStatus, reason, msg string, gen int64, now time.Time) {
+	v1alpha1.SetCondition(conds, v1alpha1.Condition{
+		Type: v1alpha1.ConditionReady, Status: status, Reason: reason, Message: msg, ObservedGeneration: gen,
+	}, now)
+}
+
+// instancesUsingDisk lists the names of VMInstances in ns whose spec
+// attaches the disk, sorted.
+func instancesUsingDisk(ctx context.Context, store state.Store, ns, disk string) ([]string, error) {
+	objs, _, err := store.List(ctx, v1alpha1.KindVMInstance, ns)
+	if err != nil {
+		return nil, fmt.Errorf("listing vminstances: %w", err)
+	}
+	var users []string
+	for _, o := range objs {
+		vm := o.(*v1alpha1.VMInstance)
+		for _, d := range vm.Spec.Disks {
+			if d.Name == disk {
+				users = append(users, vm.ObjectMeta.Name)
+				break
+			}
+		}
+	}
+	return users, nil
+}
+
+// DisksOfInstance maps an instance change to its disks, so their InUse
+// status and any pending deletion move on when the instance changes.
+func DisksOfInstance(_ context.Context, obj v1alpha1.Object) []Key {
+	vm, ok := obj.(*v1alpha1.VMInstance)
+	if !ok {
+		return nil
+	}
+	keys := make([]Key, 0, len(vm.Spec.Disks))
+	for _, d := range vm.Spec.Disks {
+		keys = append(keys, Key{Kind: v1alpha1.KindVMDisk, Namespace: vm.ObjectMeta.Namespace, Name: d.Name})
+	}
+	return keys
+}

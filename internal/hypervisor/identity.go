@@ -1,0 +1,23 @@
+package hypervisor
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+)
+
+// DomainName is the libvirt domain (and guest hostname) of a VMInstance:
+// Cozystack names the KubeVirt VM `vm-instance-<name>`, and guests see that
+// as their hostname, so vmd does the same.
+func DomainName(vmName string) string { return "vm-instance-" + vmName }
+
+// StableUUID returns the SMBIOS UUID Cozystack computes for a VMInstance
+// (chart helper virtual-machine.stableUuid): sha256 of
+// "<namespace>-vm-instance-<name>-<seed>", hex, cut into UUID groups with
+// the version nibble forced to 4 and the variant nibble to 9. KubeVirt
+// also uses it as the NoCloud instance-id, so a new seed re-runs cloud-init
+// and a guest moved between Hikube and vmd keeps its identity.
+func StableUUID(namespace, name, seed string) string {
+	sum := sha256.Sum256([]byte(namespace + "-" + DomainName(name) + "-" + seed))
+	h := hex.EncodeToString(sum[:])
+	return h[0:8] + "-" + h[8:12] + "-4" + h[13:16] + "-9" + h[17:20] + "-" + h[20:32]
+}
