@@ -10,9 +10,9 @@ import (
 	"encoding/json"
 	"fmt"
 	"go/ast"
-	"io/fs"
 	"go/parser"
 	"go/token"
+	"io/fs"
 	"reflect"
 	"strings"
 
