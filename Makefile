@@ -14,7 +14,10 @@ GOLANGCI_VERSION := v2.7.2
 FUZZTIME  ?= 10s
 PREFIX    ?= /usr/local
 
-.PHONY: help deps build test integration e2e lint fuzz bench install demo demo-stop ci clean
+generate: ## regenerate derived files (JSON Schemas)
+	$(GO) generate ./api/...
+
+.PHONY: generate help deps build test integration e2e lint fuzz bench install demo demo-stop ci clean
 
 help: ## show this help
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
