@@ -38,10 +38,11 @@ func (q *Quantity) UnmarshalJSON(b []byte) error {
 	return nil
 }
 
-// MarshalJSON writes integers as numbers (as the user most likely wrote
-// them) and everything else as strings.
+// MarshalJSON writes canonical integers ("2", "-1") as numbers, as the user
+// most likely wrote them, and everything else as strings. "007" or "+5"
+// parse as integers but are not valid JSON numbers, so they stay strings.
 func (q Quantity) MarshalJSON() ([]byte, error) {
-	if _, err := strconv.ParseInt(string(q), 10, 64); err == nil {
+	if v, err := strconv.ParseInt(string(q), 10, 64); err == nil && strconv.FormatInt(v, 10) == string(q) {
 		return []byte(q), nil
 	}
 	return json.Marshal(string(q))

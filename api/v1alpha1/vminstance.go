@@ -54,8 +54,9 @@ type VMInstanceSpec struct {
 	// ExternalMethod is PortList (default) or WholeIP.
 	ExternalMethod ExternalMethod `json:"externalMethod,omitempty"`
 	// ExternalPorts are the TCP ports open on the external IP under
-	// PortList; default [22].
-	ExternalPorts []int `json:"externalPorts,omitempty"`
+	// PortList; default [22]. Not omitempty: an explicit [] (no port open)
+	// must survive storage and copies instead of turning back into [22].
+	ExternalPorts []int `json:"externalPorts"`
 	// ExternalAllowICMP lets ICMP reach the VM under PortList; default true.
 	ExternalAllowICMP *bool `json:"externalAllowICMP,omitempty"`
 	// Running is the legacy (Cozystack ≤ v0.41, Hikube docs) switch:

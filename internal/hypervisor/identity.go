@@ -3,12 +3,14 @@ package hypervisor
 import (
 	"crypto/sha256"
 	"encoding/hex"
+
+	"github.com/vmdhq/vmd/api/v1alpha1"
 )
 
 // DomainName is the libvirt domain (and guest hostname) of a VMInstance:
 // Cozystack names the KubeVirt VM `vm-instance-<name>`, and guests see that
 // as their hostname, so vmd does the same.
-func DomainName(vmName string) string { return "vm-instance-" + vmName }
+func DomainName(vmName string) string { return v1alpha1.DomainName(vmName) }
 
 // StableUUID returns the SMBIOS UUID Cozystack computes for a VMInstance
 // (chart helper virtual-machine.stableUuid): sha256 of

@@ -327,6 +327,16 @@ func (r *Registry) sanitize(obj v1alpha1.Object) (v1alpha1.Object, error) {
 	return o, nil
 }
 
+// Check returns the create-time validation errors of obj (defaulted on a
+// copy) without touching the store. The server uses it to report bad
+// values together with the decoder's unknown-field errors in one answer.
+func (r *Registry) Check(obj v1alpha1.Object) field.ErrorList {
+	o := obj.DeepCopyObject()
+	o.GetObjectMeta().Namespace = defaultNS(o.GetObjectMeta().Namespace)
+	v1alpha1.SetDefaults(o)
+	return v1alpha1.Validate(o, r.cat)
+}
+
 // prepareCreate sanitises, resets server-owned metadata, adds Finalizer,
 // defaults and validates a new object.
 func (r *Registry) prepareCreate(obj v1alpha1.Object) (v1alpha1.Object, error) {

@@ -10,6 +10,7 @@ import (
 	"strings"
 
 	"github.com/labstack/echo/v4"
+	"k8s.io/apimachinery/pkg/util/validation/field"
 	"sigs.k8s.io/yaml"
 
 	"github.com/vmdhq/vmd/api/v1alpha1"
@@ -263,6 +264,10 @@ func (s *Server) decodeBody(c echo.Context, kind v1alpha1.Kind) (v1alpha1.Object
 		// causes, like validation errors; input that is not a manifest at
 		// all (a YAML syntax error, two documents) is a 400.
 		if inv := (*errdefs.InvalidError)(nil); errors.As(err, &inv) {
+			if obj != nil {
+				// Report bad values with the unknown fields in one go.
+				inv.Errors = mergeFieldErrors(inv.Errors, s.svc.Check(obj))
+			}
 			return nil, err
 		}
 		return nil, badRequest(fmt.Sprintf("decoding body: %v", err))
@@ -289,4 +294,24 @@ func (s *Server) decodeBody(c echo.Context, kind v1alpha1.Kind) (v1alpha1.Object
 		}
 	}
 	return obj, nil
+}
+
+// mergeFieldErrors appends the validation errors that do not concern a
+// path the decoder already reported (or one below it), so a dropped
+// unknown field never shows up twice.
+func mergeFieldErrors(decode, validate field.ErrorList) field.ErrorList {
+	out := decode
+	for _, v := range validate {
+		dup := false
+		for _, d := range decode {
+			if v.Field == d.Field || strings.HasPrefix(v.Field, d.Field+".") || strings.HasPrefix(v.Field, d.Field+"[") {
+				dup = true
+				break
+			}
+		}
+		if !dup {
+			out = append(out, v)
+		}
+	}
+	return out
 }

@@ -33,6 +33,7 @@ import (
 	"github.com/labstack/echo/v4"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"k8s.io/apimachinery/pkg/util/validation/field"
 
 	"github.com/vmdhq/vmd/api/v1alpha1"
 	"github.com/vmdhq/vmd/internal/registry"
@@ -50,6 +51,8 @@ type Service interface {
 	Apply(ctx context.Context, obj v1alpha1.Object, opts registry.WriteOptions) (v1alpha1.Object, registry.ApplyResult, error)
 	Delete(ctx context.Context, kind v1alpha1.Kind, ns, name string, opts registry.DeleteOptions) (v1alpha1.Object, error)
 	Watch(ctx context.Context, kind v1alpha1.Kind, ns, sinceRV string) (<-chan state.Event, error)
+	// Check validates obj without storing it (create-time rules).
+	Check(obj v1alpha1.Object) field.ErrorList
 }
 
 // VersionInfo is served on /version: the build of the daemon and the

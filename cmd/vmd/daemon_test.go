@@ -1,0 +1,316 @@
+package main
+
+// The whole-daemon test: the real vmd composition (state, registry,
+// server, controller) with in-memory fakes behind the host ports, driven
+// by the real vmctl binary through the real unix socket.
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/vmdhq/vmd/api/v1alpha1"
+	"github.com/vmdhq/vmd/internal/config"
+	"github.com/vmdhq/vmd/internal/hypervisor/hypervisortest"
+	"github.com/vmdhq/vmd/internal/storage/storagetest"
+)
+
+var vmctlBin string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "vmd-daemon-test-")
+	if err != nil {
+		panic(err)
+	}
+	vmctlBin = filepath.Join(dir, "vmctl")
+	out, err := exec.Command("go", "build", "-o", vmctlBin, "../vmctl").CombinedOutput()
+	if err != nil {
+		os.Stderr.Write(out)
+		panic("building vmctl: " + err.Error())
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// daemon is one running vmd.
+type daemon struct {
+	t      *testing.T
+	cfg    *config.Config
+	cancel context.CancelFunc
+	done   chan error
+}
+
+func startDaemon(t *testing.T, stateDir string, ad adapters) *daemon {
+	t.Helper()
+	cfg := config.Default()
+	cfg.StateDir = stateDir
+	// Unix socket paths are limited to 108 bytes; t.TempDir() can be long.
+	sockDir, err := os.MkdirTemp("", "vmd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(sockDir) })
+	cfg.Socket = filepath.Join(sockDir, "vmd.sock")
+	cfg.Controller.Workers = 2
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	ready := make(chan struct{})
+	d := &daemon{t: t, cfg: cfg, cancel: cancel, done: make(chan error, 1)}
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	if testing.Verbose() {
+		log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	go func() { d.done <- run(ctx, cfg, ad, log, ready) }()
+	select {
+	case <-ready:
+	case err := <-d.done:
+		t.Fatalf("vmd exited during start: %v", err)
+	case <-time.After(10 * time.Second):
+		t.Fatal("vmd did not become ready")
+	}
+	t.Cleanup(d.stop)
+	return d
+}
+
+func (d *daemon) stop() {
+	if d.cancel == nil {
+		return
+	}
+	d.cancel()
+	d.cancel = nil
+	select {
+	case err := <-d.done:
+		if err != nil {
+			d.t.Errorf("vmd stopped with error: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		d.t.Error("vmd did not stop within 10s")
+	}
+}
+
+// vmctl runs the CLI against the daemon and returns stdout, stderr and
+// the exit code.
+func (d *daemon) vmctl(args ...string) (string, string, int) {
+	d.t.Helper()
+	cmd := exec.Command(vmctlBin, args...)
+	cmd.Env = append(os.Environ(), "VMD_SOCKET="+d.cfg.Socket)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	err := cmd.Run()
+	code := 0
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		code = ee.ExitCode()
+	} else if err != nil {
+		d.t.Fatalf("running vmctl: %v", err)
+	}
+	return stdout.String(), stderr.String(), code
+}
+
+func (d *daemon) mustVmctl(args ...string) string {
+	d.t.Helper()
+	out, errOut, code := d.vmctl(args...)
+	if code != 0 {
+		d.t.Fatalf("vmctl %s: exit %d\nstdout:\n%s\nstderr:\n%s", strings.Join(args, " "), code, out, errOut)
+	}
+	return out
+}
+
+// httpClient talks raw HTTP to the daemon's socket, to check status codes.
+func (d *daemon) httpClient() *http.Client {
+	return &http.Client{Transport: &http.Transport{
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			var dl net.Dialer
+			return dl.DialContext(ctx, "unix", d.cfg.Socket)
+		},
+	}}
+}
+
+const example = "../../examples/vm.yaml"
+
+func TestWholeDaemonWithFakes(t *testing.T) {
+	state := t.TempDir()
+	volumes, domains := storagetest.New(), hypervisortest.New()
+	volumes.ImportSteps = 3 // the golden-image disk reports progress before Ready
+	d := startDaemon(t, state, adapters{volumes: volumes, driver: domains})
+
+	// Socket permissions: 0660 by default.
+	fi, err := os.Stat(d.cfg.Socket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fi.Mode().Perm() != 0o660 {
+		t.Fatalf("socket mode %o, want 660", fi.Mode().Perm())
+	}
+
+	out := d.mustVmctl("apply", "-f", example)
+	for _, want := range []string{"vmdisk/web-system created", "vmdisk/web-data created", "vminstance/web created"} {
+		if !strings.Contains(out, want) {
+			t.Fatalf("apply output lacks %q:\n%s", want, out)
+		}
+	}
+	out = d.mustVmctl("apply", "-f", example)
+	if strings.Count(out, "unchanged") != 3 {
+		t.Fatalf("re-apply should leave all three unchanged:\n%s", out)
+	}
+
+	out = d.mustVmctl("wait", "vmi/web", "--for=condition=Ready", "--timeout=30s")
+	if !strings.Contains(out, "condition met") {
+		t.Fatalf("wait output: %q", out)
+	}
+	out = d.mustVmctl("get", "vmi,vmd")
+	for _, want := range []string{"web", "Running", "u1.medium", "web-system", "web-data", "Ready"} {
+		if !strings.Contains(out, want) {
+			t.Fatalf("get output lacks %q:\n%s", want, out)
+		}
+	}
+	dom, ok := domains.Get("vm-instance-web")
+	if !ok || !dom.Running || dom.Request.VCPUs != 1 || dom.Request.MemoryBytes != 4<<30 || len(dom.Request.Disks) != 2 {
+		t.Fatalf("fake domain not built from the spec: %+v (exists %v)", dom, ok)
+	}
+
+	// A change to the spec is "configured" and bumps generation.
+	changed := filepath.Join(t.TempDir(), "vm.yaml")
+	b, _ := os.ReadFile(example)
+	if err := os.WriteFile(changed, bytes.Replace(b, []byte("instanceType: u1.medium"), []byte("instanceType: u1.large"), 1), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	out = d.mustVmctl("apply", "-f", changed)
+	if !strings.Contains(out, "vminstance/web configured") {
+		t.Fatalf("apply after edit: %s", out)
+	}
+
+	// Invalid input: every field error with its path, exit 1, nothing stored.
+	bad := filepath.Join(t.TempDir(), "bad.yaml")
+	os.WriteFile(bad, []byte(`apiVersion: apps.cozystack.io/v1alpha1
+kind: VMInstance
+metadata:
+  name: bad
+spec:
+  instanceType: u1.huge
+  externalPorts: [70000]
+  colour: blue
+`), 0o600)
+	_, errOut, code := d.vmctl("apply", "-f", bad)
+	if code == 0 {
+		t.Fatal("invalid manifest applied")
+	}
+	for _, want := range []string{"spec.instanceType", "u1.huge", "spec.externalPorts[0]", "spec.colour"} {
+		if !strings.Contains(errOut, want) {
+			t.Fatalf("error output lacks %q:\n%s", want, errOut)
+		}
+	}
+	if _, _, code := d.vmctl("get", "vmi", "bad"); code == 0 {
+		t.Fatal("rejected object was stored")
+	}
+
+	// Optimistic concurrency: a PUT with a stale resourceVersion is 409.
+	hc := d.httpClient()
+	url := "http://vmd/apis/apps.cozystack.io/v1alpha1/namespaces/default/vmdisks/web-data"
+	resp, err := hc.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var disk v1alpha1.VMDisk
+	if err := json.NewDecoder(resp.Body).Decode(&disk); err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	put := func(d v1alpha1.VMDisk) int {
+		body, _ := json.Marshal(d)
+		req, _ := http.NewRequest(http.MethodPut, url, bytes.NewReader(body))
+		req.Header.Set("Content-Type", "application/json")
+		resp, err := hc.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	fresh := disk
+	fresh.ObjectMeta.Labels = map[string]string{"tier": "data"}
+	if code := put(fresh); code != http.StatusOK {
+		t.Fatalf("fresh PUT: %d", code)
+	}
+	stale := disk
+	stale.ObjectMeta.Labels = map[string]string{"tier": "stale"}
+	if code := put(stale); code != http.StatusConflict {
+		t.Fatalf("stale PUT: got %d, want 409", code)
+	}
+
+	// Restart on the same state dir: objects and status survive.
+	d.stop()
+	d = startDaemon(t, state, adapters{volumes: volumes, driver: domains})
+	out = d.mustVmctl("get", "vmi", "web", "-o", "json")
+	var vm v1alpha1.VMInstance
+	if err := json.Unmarshal([]byte(out), &vm); err != nil {
+		t.Fatalf("get -o json: %v\n%s", err, out)
+	}
+	if vm.Status.Phase != v1alpha1.PhaseRunning || vm.ObjectMeta.Generation != 2 {
+		t.Fatalf("after restart: phase %q generation %d", vm.Status.Phase, vm.ObjectMeta.Generation)
+	}
+
+	// Delete waits for the controller to release host resources.
+	d.mustVmctl("delete", "-f", example, "--timeout=30s")
+	out = d.mustVmctl("get", "vmi,vmd", "-o", "name")
+	if strings.TrimSpace(out) != "" {
+		t.Fatalf("objects left after delete:\n%s", out)
+	}
+	if domains.Len() != 0 || volumes.Len() != 0 {
+		t.Fatalf("host resources left: %d domains, %d volumes", domains.Len(), volumes.Len())
+	}
+}
+
+// Without host adapters, status must say so rather than pretend.
+func TestDaemonReportsNotImplementedHonestly(t *testing.T) {
+	d := startDaemon(t, t.TempDir(), realAdapters(nil))
+	d.mustVmctl("apply", "-f", example)
+	_, errOut, code := d.vmctl("wait", "vmi/web", "--for=condition=Ready", "--timeout=2s")
+	if code == 0 {
+		t.Fatalf("a VM reported Ready without a hypervisor: %s", errOut)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		out := d.mustVmctl("get", "vmd", "web-data", "-o", "json")
+		var disk v1alpha1.VMDisk
+		if err := json.Unmarshal([]byte(out), &disk); err != nil {
+			t.Fatal(err)
+		}
+		c := v1alpha1.FindCondition(disk.Status.Conditions, v1alpha1.ConditionReady)
+		if c != nil {
+			if c.Status != v1alpha1.ConditionFalse || c.Reason != "NotImplemented" || disk.Status.Phase != v1alpha1.DiskPhasePending {
+				t.Fatalf("disk status not honest: phase %q, %+v", disk.Status.Phase, c)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("disk never got a Ready condition")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	out := d.mustVmctl("get", "vmi", "web", "-o", "json")
+	var vm v1alpha1.VMInstance
+	if err := json.Unmarshal([]byte(out), &vm); err != nil {
+		t.Fatal(err)
+	}
+	if vm.Status.Phase == v1alpha1.PhaseRunning {
+		t.Fatal("VM pretends to run")
+	}
+	// Deleting still works: nothing was created, so nothing blocks it.
+	d.mustVmctl("delete", "-f", example, "--timeout=30s")
+}
