@@ -30,7 +30,7 @@ func main() {
 // flags are the command-line overrides; empty means "not given".
 type flags struct {
 	configFile, stateDir, socket, libvirtURI, domainType, logLevel, logFormat string
-	printDefault, showVersion                                                bool
+	printDefault, showVersion                                                 bool
 }
 
 func newRootCmd(stdout, stderr io.Writer, lookupEnv func(string) (string, bool)) *cobra.Command {

@@ -59,8 +59,8 @@ type Options struct {
 	ResyncPeriod time.Duration
 	// BackoffBase and BackoffMax bound the per-key retry delay.
 	BackoffBase, BackoffMax time.Duration
-	Logger      *slog.Logger
-	Registerer  prometheus.Registerer
+	Logger                  *slog.Logger
+	Registerer              prometheus.Registerer
 }
 
 // Controller runs reconcilers for the kinds registered with Register.
