@@ -230,3 +230,24 @@ type StatusCause struct {
 // and only then does the object disappear. So `delete` never leaks host
 // resources, even across a crash.
 const CleanupFinalizer = "vmd.cozystack.io/cleanup"
+
+// Status reasons, spelled as Kubernetes' metav1.StatusReason so tools and
+// people trained on kubectl recognise them. The server sets them; clients
+// map them back to the errdefs sentinels.
+const (
+	StatusReasonNotFound              = "NotFound"
+	StatusReasonAlreadyExists         = "AlreadyExists"
+	StatusReasonConflict              = "Conflict"
+	StatusReasonInvalid               = "Invalid"
+	StatusReasonBadRequest            = "BadRequest"
+	StatusReasonGone                  = "Gone"
+	StatusReasonExpired               = "Expired"
+	StatusReasonForbidden             = "Forbidden"
+	StatusReasonServiceUnavailable    = "ServiceUnavailable"
+	StatusReasonNotImplemented        = "NotImplemented"
+	StatusReasonMethodNotAllowed      = "MethodNotAllowed"
+	StatusReasonUnsupportedMediaType  = "UnsupportedMediaType"
+	StatusReasonRequestEntityTooLarge = "RequestEntityTooLarge"
+	StatusReasonInternalError         = "InternalError"
+	StatusReasonTimeout               = "Timeout"
+)

@@ -187,7 +187,7 @@ func notFound(err error, kind v1alpha1.Kind, name string) error {
 		return err
 	}
 	return client.NewStatusError(v1alpha1.Status{
-		Status: "Failure", Code: 404, Reason: client.ReasonNotFound,
+		Status: "Failure", Code: 404, Reason: v1alpha1.StatusReasonNotFound,
 		Message: fmt.Sprintf("%s %q not found", kind.Plural(), name),
 	})
 }

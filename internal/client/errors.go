@@ -11,23 +11,6 @@ import (
 	"github.com/vmdhq/vmd/internal/errdefs"
 )
 
-// Status reasons as the server (and Kubernetes) spell them. Clients switch
-// on the errdefs sentinels instead; these exist to map one to the other.
-const (
-	ReasonNotFound           = "NotFound"
-	ReasonAlreadyExists      = "AlreadyExists"
-	ReasonConflict           = "Conflict"
-	ReasonInvalid            = "Invalid"
-	ReasonBadRequest         = "BadRequest"
-	ReasonGone               = "Gone"
-	ReasonExpired            = "Expired"
-	ReasonForbidden          = "Forbidden"
-	ReasonServiceUnavailable = "ServiceUnavailable"
-	ReasonNotImplemented     = "NotImplemented"
-	ReasonMethodNotAllowed   = "MethodNotAllowed"
-	ReasonInternalError      = "InternalError"
-	ReasonTimeout            = "Timeout"
-)
 
 // StatusError is a failure reported by the server in a v1alpha1.Status
 // body. It unwraps to the errdefs sentinel matching its reason, so callers
@@ -85,7 +68,7 @@ func (e *StatusError) summary() string {
 	causes := e.causes()
 	if len(causes) > 0 {
 		d := e.Status.Details
-		if e.Reason() == ReasonInvalid && d.Kind != "" && d.Name != "" {
+		if e.Reason() == v1alpha1.StatusReasonInvalid && d.Kind != "" && d.Name != "" {
 			return fmt.Sprintf("%s %q is invalid", d.Kind, d.Name)
 		}
 		msg, _, _ = strings.Cut(msg, "\n")
@@ -120,21 +103,21 @@ func formatCause(c v1alpha1.StatusCause) string {
 // a bare 409 is a resourceVersion conflict.
 func sentinelFor(reason string, code int) error {
 	switch reason {
-	case ReasonNotFound:
+	case v1alpha1.StatusReasonNotFound:
 		return errdefs.ErrNotFound
-	case ReasonAlreadyExists:
+	case v1alpha1.StatusReasonAlreadyExists:
 		return errdefs.ErrAlreadyExists
-	case ReasonConflict:
+	case v1alpha1.StatusReasonConflict:
 		return errdefs.ErrConflict
-	case ReasonInvalid, ReasonBadRequest:
+	case v1alpha1.StatusReasonInvalid, v1alpha1.StatusReasonBadRequest:
 		return errdefs.ErrInvalid
-	case ReasonGone, ReasonExpired:
+	case v1alpha1.StatusReasonGone, v1alpha1.StatusReasonExpired:
 		return errdefs.ErrGone
-	case ReasonForbidden:
+	case v1alpha1.StatusReasonForbidden:
 		return errdefs.ErrForbidden
-	case ReasonServiceUnavailable, ReasonTimeout:
+	case v1alpha1.StatusReasonServiceUnavailable, v1alpha1.StatusReasonTimeout:
 		return errdefs.ErrUnavailable
-	case ReasonNotImplemented, ReasonMethodNotAllowed:
+	case v1alpha1.StatusReasonNotImplemented, v1alpha1.StatusReasonMethodNotAllowed:
 		return errdefs.ErrNotImplemented
 	}
 	switch code {
@@ -160,27 +143,27 @@ func sentinelFor(reason string, code int) error {
 func reasonForCode(code int) string {
 	switch code {
 	case http.StatusNotFound:
-		return ReasonNotFound
+		return v1alpha1.StatusReasonNotFound
 	case http.StatusConflict:
-		return ReasonConflict
+		return v1alpha1.StatusReasonConflict
 	case http.StatusUnprocessableEntity:
-		return ReasonInvalid
+		return v1alpha1.StatusReasonInvalid
 	case http.StatusBadRequest:
-		return ReasonBadRequest
+		return v1alpha1.StatusReasonBadRequest
 	case http.StatusGone:
-		return ReasonGone
+		return v1alpha1.StatusReasonGone
 	case http.StatusForbidden:
-		return ReasonForbidden
+		return v1alpha1.StatusReasonForbidden
 	case http.StatusServiceUnavailable:
-		return ReasonServiceUnavailable
+		return v1alpha1.StatusReasonServiceUnavailable
 	case http.StatusGatewayTimeout:
-		return ReasonTimeout
+		return v1alpha1.StatusReasonTimeout
 	case http.StatusNotImplemented:
-		return ReasonNotImplemented
+		return v1alpha1.StatusReasonNotImplemented
 	case http.StatusMethodNotAllowed:
-		return ReasonMethodNotAllowed
+		return v1alpha1.StatusReasonMethodNotAllowed
 	case http.StatusInternalServerError:
-		return ReasonInternalError
+		return v1alpha1.StatusReasonInternalError
 	}
 	return ""
 }

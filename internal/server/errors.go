@@ -10,23 +10,6 @@ import (
 	"github.com/vmdhq/vmd/internal/errdefs"
 )
 
-// Status reasons, spelled as Kubernetes' metav1.StatusReason so kubectl-
-// trained users and tools recognise them.
-const (
-	ReasonNotFound              = "NotFound"
-	ReasonAlreadyExists         = "AlreadyExists"
-	ReasonConflict              = "Conflict"
-	ReasonInvalid               = "Invalid"
-	ReasonExpired               = "Expired"
-	ReasonServiceUnavailable    = "ServiceUnavailable"
-	ReasonNotImplemented        = "NotImplemented"
-	ReasonForbidden             = "Forbidden"
-	ReasonBadRequest            = "BadRequest"
-	ReasonMethodNotAllowed      = "MethodNotAllowed"
-	ReasonUnsupportedMediaType  = "UnsupportedMediaType"
-	ReasonRequestEntityTooLarge = "RequestEntityTooLarge"
-	ReasonInternalError         = "InternalError"
-)
 
 // requestError is an error the server itself detects in a request (bad
 // query parameter, body not matching the URL, wrong content type). It
@@ -41,7 +24,7 @@ func (e *requestError) Error() string { return e.message }
 
 // badRequest returns a 400 BadRequest error with message.
 func badRequest(message string) error {
-	return &requestError{code: http.StatusBadRequest, reason: ReasonBadRequest, message: message}
+	return &requestError{code: http.StatusBadRequest, reason: v1alpha1.StatusReasonBadRequest, message: message}
 }
 
 // objectRef names the object a request is about, for Status.details.
@@ -74,7 +57,7 @@ func toStatus(err error, ref objectRef) v1alpha1.Status {
 	)
 	switch {
 	case errors.As(err, &inv):
-		st.Code, st.Reason = http.StatusUnprocessableEntity, ReasonInvalid
+		st.Code, st.Reason = http.StatusUnprocessableEntity, v1alpha1.StatusReasonInvalid
 		st.Details = &v1alpha1.StatusDetails{Kind: inv.Kind, Name: inv.Name}
 		for _, fe := range inv.Errors {
 			st.Details.Causes = append(st.Details.Causes, v1alpha1.StatusCause{
@@ -86,7 +69,7 @@ func toStatus(err error, ref objectRef) v1alpha1.Status {
 	case errors.As(err, &req):
 		st.Code, st.Reason = req.code, req.reason
 	case errors.As(err, &mbe):
-		st.Code, st.Reason = http.StatusRequestEntityTooLarge, ReasonRequestEntityTooLarge
+		st.Code, st.Reason = http.StatusRequestEntityTooLarge, v1alpha1.StatusReasonRequestEntityTooLarge
 	case errors.As(err, &herr):
 		// echo's own errors: unmatched route (404), wrong method (405).
 		st.Code = herr.Code
@@ -98,24 +81,24 @@ func toStatus(err error, ref objectRef) v1alpha1.Status {
 			st.Message = msg
 		}
 	case errors.Is(err, errdefs.ErrNotFound):
-		st.Code, st.Reason = http.StatusNotFound, ReasonNotFound
+		st.Code, st.Reason = http.StatusNotFound, v1alpha1.StatusReasonNotFound
 	case errors.Is(err, errdefs.ErrAlreadyExists):
-		st.Code, st.Reason = http.StatusConflict, ReasonAlreadyExists
+		st.Code, st.Reason = http.StatusConflict, v1alpha1.StatusReasonAlreadyExists
 	case errors.Is(err, errdefs.ErrConflict):
-		st.Code, st.Reason = http.StatusConflict, ReasonConflict
+		st.Code, st.Reason = http.StatusConflict, v1alpha1.StatusReasonConflict
 	case errors.Is(err, errdefs.ErrInvalid):
 		// An ErrInvalid without field detail still is a 422.
-		st.Code, st.Reason = http.StatusUnprocessableEntity, ReasonInvalid
+		st.Code, st.Reason = http.StatusUnprocessableEntity, v1alpha1.StatusReasonInvalid
 	case errors.Is(err, errdefs.ErrGone):
-		st.Code, st.Reason = http.StatusGone, ReasonExpired
+		st.Code, st.Reason = http.StatusGone, v1alpha1.StatusReasonExpired
 	case errors.Is(err, errdefs.ErrUnavailable):
-		st.Code, st.Reason = http.StatusServiceUnavailable, ReasonServiceUnavailable
+		st.Code, st.Reason = http.StatusServiceUnavailable, v1alpha1.StatusReasonServiceUnavailable
 	case errors.Is(err, errdefs.ErrNotImplemented):
-		st.Code, st.Reason = http.StatusNotImplemented, ReasonNotImplemented
+		st.Code, st.Reason = http.StatusNotImplemented, v1alpha1.StatusReasonNotImplemented
 	case errors.Is(err, errdefs.ErrForbidden):
-		st.Code, st.Reason = http.StatusForbidden, ReasonForbidden
+		st.Code, st.Reason = http.StatusForbidden, v1alpha1.StatusReasonForbidden
 	default:
-		st.Code, st.Reason = http.StatusInternalServerError, ReasonInternalError
+		st.Code, st.Reason = http.StatusInternalServerError, v1alpha1.StatusReasonInternalError
 	}
 	return st
 }
@@ -124,17 +107,17 @@ func toStatus(err error, ref objectRef) v1alpha1.Status {
 func reasonForCode(code int) string {
 	switch code {
 	case http.StatusBadRequest:
-		return ReasonBadRequest
+		return v1alpha1.StatusReasonBadRequest
 	case http.StatusNotFound:
-		return ReasonNotFound
+		return v1alpha1.StatusReasonNotFound
 	case http.StatusMethodNotAllowed:
-		return ReasonMethodNotAllowed
+		return v1alpha1.StatusReasonMethodNotAllowed
 	case http.StatusUnsupportedMediaType:
-		return ReasonUnsupportedMediaType
+		return v1alpha1.StatusReasonUnsupportedMediaType
 	case http.StatusRequestEntityTooLarge:
-		return ReasonRequestEntityTooLarge
+		return v1alpha1.StatusReasonRequestEntityTooLarge
 	case http.StatusServiceUnavailable:
-		return ReasonServiceUnavailable
+		return v1alpha1.StatusReasonServiceUnavailable
 	}
-	return ReasonInternalError
+	return v1alpha1.StatusReasonInternalError
 }

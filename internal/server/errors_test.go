@@ -31,22 +31,22 @@ func TestToStatus(t *testing.T) {
 		{
 			name: "not found names the object", err: errdefs.NotFound("VMDisk", "default", "d"),
 			ref:      objectRef{kind: v1alpha1.KindVMDisk, name: "d"},
-			wantCode: http.StatusNotFound, wantReason: ReasonNotFound, wantMsg: "VMDisk default/d: not found",
+			wantCode: http.StatusNotFound, wantReason: v1alpha1.StatusReasonNotFound, wantMsg: "VMDisk default/d: not found",
 			wantDetail: &v1alpha1.StatusDetails{Kind: "vmdisks", Name: "d"},
 		},
 		{
 			name: "wrapped already exists", err: fmt.Errorf("creating: %w", errdefs.AlreadyExists("VMDisk", "default", "d")),
-			wantCode: http.StatusConflict, wantReason: ReasonAlreadyExists,
+			wantCode: http.StatusConflict, wantReason: v1alpha1.StatusReasonAlreadyExists,
 		},
 		{
 			name: "conflict", err: errdefs.Conflict("VMInstance", "default", "web", "object is being deleted"),
-			wantCode: http.StatusConflict, wantReason: ReasonConflict,
+			wantCode: http.StatusConflict, wantReason: v1alpha1.StatusReasonConflict,
 			wantMsg: "VMInstance default/web: object is being deleted: conflict",
 		},
 		{
 			name: "invalid lists causes with field paths and types", err: fmt.Errorf("applying: %w", invalid),
 			ref:      objectRef{kind: v1alpha1.KindVMDisk, name: "ignored"},
-			wantCode: http.StatusUnprocessableEntity, wantReason: ReasonInvalid,
+			wantCode: http.StatusUnprocessableEntity, wantReason: v1alpha1.StatusReasonInvalid,
 			wantCauses: []v1alpha1.StatusCause{
 				{Field: "spec.storageClass", Type: "FieldValueNotSupported", Message: `Unsupported value: "fast": supported values: "local", "replicated"`},
 				{Field: "metadata.name", Type: "FieldValueRequired", Message: "Required value: name is required"},
@@ -54,22 +54,22 @@ func TestToStatus(t *testing.T) {
 		},
 		{
 			name: "bare ErrInvalid is still 422", err: fmt.Errorf("namespace a/b: %w", errdefs.ErrInvalid),
-			wantCode: http.StatusUnprocessableEntity, wantReason: ReasonInvalid,
+			wantCode: http.StatusUnprocessableEntity, wantReason: v1alpha1.StatusReasonInvalid,
 		},
-		{name: "gone", err: fmt.Errorf("watching: %w", errdefs.ErrGone), wantCode: http.StatusGone, wantReason: ReasonExpired},
-		{name: "unavailable", err: errdefs.ErrUnavailable, wantCode: http.StatusServiceUnavailable, wantReason: ReasonServiceUnavailable},
-		{name: "not implemented", err: errdefs.ErrNotImplemented, wantCode: http.StatusNotImplemented, wantReason: ReasonNotImplemented},
-		{name: "forbidden", err: errdefs.ErrForbidden, wantCode: http.StatusForbidden, wantReason: ReasonForbidden},
-		{name: "bad request", err: badRequest("kind mismatch"), wantCode: http.StatusBadRequest, wantReason: ReasonBadRequest, wantMsg: "kind mismatch"},
+		{name: "gone", err: fmt.Errorf("watching: %w", errdefs.ErrGone), wantCode: http.StatusGone, wantReason: v1alpha1.StatusReasonExpired},
+		{name: "unavailable", err: errdefs.ErrUnavailable, wantCode: http.StatusServiceUnavailable, wantReason: v1alpha1.StatusReasonServiceUnavailable},
+		{name: "not implemented", err: errdefs.ErrNotImplemented, wantCode: http.StatusNotImplemented, wantReason: v1alpha1.StatusReasonNotImplemented},
+		{name: "forbidden", err: errdefs.ErrForbidden, wantCode: http.StatusForbidden, wantReason: v1alpha1.StatusReasonForbidden},
+		{name: "bad request", err: badRequest("kind mismatch"), wantCode: http.StatusBadRequest, wantReason: v1alpha1.StatusReasonBadRequest, wantMsg: "kind mismatch"},
 		{
 			name: "body too large", err: fmt.Errorf("reading: %w", &http.MaxBytesError{Limit: 10}),
-			wantCode: http.StatusRequestEntityTooLarge, wantReason: ReasonRequestEntityTooLarge,
+			wantCode: http.StatusRequestEntityTooLarge, wantReason: v1alpha1.StatusReasonRequestEntityTooLarge,
 		},
-		{name: "echo 404", err: echo.ErrNotFound, wantCode: http.StatusNotFound, wantReason: ReasonNotFound, wantMsg: "the server could not find the requested resource"},
-		{name: "echo 405", err: echo.ErrMethodNotAllowed, wantCode: http.StatusMethodNotAllowed, wantReason: ReasonMethodNotAllowed},
+		{name: "echo 404", err: echo.ErrNotFound, wantCode: http.StatusNotFound, wantReason: v1alpha1.StatusReasonNotFound, wantMsg: "the server could not find the requested resource"},
+		{name: "echo 405", err: echo.ErrMethodNotAllowed, wantCode: http.StatusMethodNotAllowed, wantReason: v1alpha1.StatusReasonMethodNotAllowed},
 		{
 			name: "anything else is a 500 with its message", err: errors.New("opening store: disk on fire"),
-			wantCode: http.StatusInternalServerError, wantReason: ReasonInternalError, wantMsg: "opening store: disk on fire",
+			wantCode: http.StatusInternalServerError, wantReason: v1alpha1.StatusReasonInternalError, wantMsg: "opening store: disk on fire",
 		},
 	}
 	for _, tt := range tests {

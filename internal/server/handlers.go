@@ -45,7 +45,7 @@ func resource(c echo.Context) (v1alpha1.Kind, error) {
 	}
 	return "", &requestError{
 		code:    http.StatusNotFound,
-		reason:  ReasonNotFound,
+		reason:  v1alpha1.StatusReasonNotFound,
 		message: fmt.Sprintf("the server could not find the requested resource %q", plural),
 	}
 }
@@ -157,7 +157,7 @@ func (s *Server) apply(c echo.Context) error {
 	if mt, _, _ := mime.ParseMediaType(ct); mt != ApplyPatchContentType {
 		return &requestError{
 			code:    http.StatusUnsupportedMediaType,
-			reason:  ReasonUnsupportedMediaType,
+			reason:  v1alpha1.StatusReasonUnsupportedMediaType,
 			message: fmt.Sprintf("unsupported patch type %q: only %s (server-side apply of a full manifest) is supported", ct, ApplyPatchContentType),
 		}
 	}

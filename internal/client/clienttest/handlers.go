@@ -54,12 +54,12 @@ func kindOf(w http.ResponseWriter, r *http.Request) (v1alpha1.Kind, bool) {
 			return k, true
 		}
 	}
-	writeStatus(w, Status(http.StatusNotFound, client.ReasonNotFound, fmt.Sprintf("the server could not find the requested resource %q", p)))
+	writeStatus(w, Status(http.StatusNotFound, v1alpha1.StatusReasonNotFound, fmt.Sprintf("the server could not find the requested resource %q", p)))
 	return "", false
 }
 
 func notFound(kind v1alpha1.Kind, name string) *v1alpha1.Status {
-	st := Status(http.StatusNotFound, client.ReasonNotFound, fmt.Sprintf("%s %q not found", kind.Plural(), name))
+	st := Status(http.StatusNotFound, v1alpha1.StatusReasonNotFound, fmt.Sprintf("%s %q not found", kind.Plural(), name))
 	st.Details = &v1alpha1.StatusDetails{Kind: kind.Plural(), Name: name}
 	return st
 }
@@ -108,7 +108,7 @@ func (s *Server) list(w http.ResponseWriter, r *http.Request) {
 		data, err := json.Marshal(o)
 		if err != nil {
 			s.mu.Unlock()
-			writeStatus(w, Status(http.StatusInternalServerError, client.ReasonInternalError, err.Error()))
+			writeStatus(w, Status(http.StatusInternalServerError, v1alpha1.StatusReasonInternalError, err.Error()))
 			return
 		}
 		l.Items = append(l.Items, data)
@@ -125,7 +125,7 @@ func (s *Server) watch(w http.ResponseWriter, r *http.Request, kind v1alpha1.Kin
 		n, err := strconv.ParseInt(v, 10, 64)
 		if err != nil {
 			s.mu.Unlock()
-			writeStatus(w, Status(http.StatusBadRequest, client.ReasonBadRequest, "invalid resourceVersion "+strconv.Quote(v)))
+			writeStatus(w, Status(http.StatusBadRequest, v1alpha1.StatusReasonBadRequest, "invalid resourceVersion "+strconv.Quote(v)))
 			return
 		}
 		since = n
@@ -178,7 +178,7 @@ func (s *Server) watch(w http.ResponseWriter, r *http.Request, kind v1alpha1.Kin
 }
 
 func gone(rv int64) *v1alpha1.Status {
-	return Status(http.StatusGone, client.ReasonExpired, fmt.Sprintf("too old resource version: %d", rv))
+	return Status(http.StatusGone, v1alpha1.StatusReasonExpired, fmt.Sprintf("too old resource version: %d", rv))
 }
 
 func (s *Server) create(w http.ResponseWriter, r *http.Request) {
@@ -201,7 +201,7 @@ func (s *Server) create(w http.ResponseWriter, r *http.Request) {
 	defer s.mu.Unlock()
 	k := keyOf(obj)
 	if _, exists := s.objects[k]; exists {
-		writeStatus(w, Status(http.StatusConflict, client.ReasonAlreadyExists, fmt.Sprintf("%s %q already exists", kind.Plural(), m.Name)))
+		writeStatus(w, Status(http.StatusConflict, v1alpha1.StatusReasonAlreadyExists, fmt.Sprintf("%s %q already exists", kind.Plural(), m.Name)))
 		return
 	}
 	m.ResourceVersion = ""
@@ -238,7 +238,7 @@ func (s *Server) update(w http.ResponseWriter, r *http.Request) {
 	}
 	cm := cur.GetObjectMeta()
 	if m.ResourceVersion != cm.ResourceVersion {
-		writeStatus(w, Status(http.StatusConflict, client.ReasonConflict,
+		writeStatus(w, Status(http.StatusConflict, v1alpha1.StatusReasonConflict,
 			fmt.Sprintf("Operation cannot be fulfilled on %s %q: the object has been modified; please apply your changes to the latest version and try again", kind.Plural(), m.Name)))
 		return
 	}
@@ -290,11 +290,11 @@ func (s *Server) apply(w http.ResponseWriter, r *http.Request) {
 	m := obj.GetObjectMeta()
 	name, ns := r.PathValue("name"), r.PathValue("ns")
 	if m.Name != name {
-		writeStatus(w, Status(http.StatusBadRequest, client.ReasonBadRequest, fmt.Sprintf("metadata.name %q does not match the name in the URL %q", m.Name, name)))
+		writeStatus(w, Status(http.StatusBadRequest, v1alpha1.StatusReasonBadRequest, fmt.Sprintf("metadata.name %q does not match the name in the URL %q", m.Name, name)))
 		return
 	}
 	if m.Namespace != "" && m.Namespace != ns {
-		writeStatus(w, Status(http.StatusBadRequest, client.ReasonBadRequest, fmt.Sprintf("metadata.namespace %q does not match the namespace in the URL %q", m.Namespace, ns)))
+		writeStatus(w, Status(http.StatusBadRequest, v1alpha1.StatusReasonBadRequest, fmt.Sprintf("metadata.namespace %q does not match the namespace in the URL %q", m.Namespace, ns)))
 		return
 	}
 	m.Namespace = ns

@@ -286,7 +286,7 @@ func Status(code int, reason, message string, causes ...v1alpha1.StatusCause) *v
 // Invalid builds the 422 Status vmd returns for an object failing
 // validation, one cause per field error.
 func Invalid(kind v1alpha1.Kind, name string, causes ...v1alpha1.StatusCause) *v1alpha1.Status {
-	st := Status(http.StatusUnprocessableEntity, client.ReasonInvalid, fmt.Sprintf("%s %q is invalid", kind, name), causes...)
+	st := Status(http.StatusUnprocessableEntity, v1alpha1.StatusReasonInvalid, fmt.Sprintf("%s %q is invalid", kind, name), causes...)
 	if st.Details == nil {
 		st.Details = &v1alpha1.StatusDetails{}
 	}
@@ -298,18 +298,18 @@ func Invalid(kind v1alpha1.Kind, name string, causes ...v1alpha1.StatusCause) *v
 func decodeBody(r *http.Request, kind v1alpha1.Kind) (v1alpha1.Object, *v1alpha1.Status) {
 	buf, err := readAll(r)
 	if err != nil {
-		return nil, Status(http.StatusBadRequest, client.ReasonBadRequest, "reading body: "+err.Error())
+		return nil, Status(http.StatusBadRequest, v1alpha1.StatusReasonBadRequest, "reading body: "+err.Error())
 	}
 	data, err := yaml.YAMLToJSON(buf)
 	if err != nil {
-		return nil, Status(http.StatusBadRequest, client.ReasonBadRequest, "decoding body: "+err.Error())
+		return nil, Status(http.StatusBadRequest, v1alpha1.StatusReasonBadRequest, "decoding body: "+err.Error())
 	}
 	obj, err := client.DecodeObject(kind, data)
 	if err != nil {
-		return nil, Status(http.StatusBadRequest, client.ReasonBadRequest, err.Error())
+		return nil, Status(http.StatusBadRequest, v1alpha1.StatusReasonBadRequest, err.Error())
 	}
 	if got := obj.GetTypeMeta().Kind; got != kind {
-		return nil, Status(http.StatusBadRequest, client.ReasonBadRequest, fmt.Sprintf("kind %q does not match %s", got, kind.Plural()))
+		return nil, Status(http.StatusBadRequest, v1alpha1.StatusReasonBadRequest, fmt.Sprintf("kind %q does not match %s", got, kind.Plural()))
 	}
 	return obj, nil
 }
