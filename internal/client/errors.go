@@ -11,7 +11,6 @@ import (
 	"github.com/vmdhq/vmd/internal/errdefs"
 )
 
-
 // StatusError is a failure reported by the server in a v1alpha1.Status
 // body. It unwraps to the errdefs sentinel matching its reason, so callers
 // write errors.Is(err, errdefs.ErrNotFound) without knowing HTTP.

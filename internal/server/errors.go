@@ -10,7 +10,6 @@ import (
 	"github.com/vmdhq/vmd/internal/errdefs"
 )
 
-
 // requestError is an error the server itself detects in a request (bad
 // query parameter, body not matching the URL, wrong content type). It
 // carries its own HTTP code because no errdefs sentinel describes it.
