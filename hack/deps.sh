@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 export PATH=/usr/local/go/bin:$PATH
-packages=(build-essential pkg-config libvirt-dev git ca-certificates)
+packages=(build-essential pkg-config libvirt-dev git ca-certificates xz-utils qemu-utils)
 if [[ -f test/lab/packages.txt ]]; then
   mapfile -t lab < <(grep -vE '^\s*(#|$)' test/lab/packages.txt)
   packages+=("${lab[@]}")
