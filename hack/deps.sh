@@ -6,7 +6,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 export PATH=/usr/local/go/bin:$PATH
-packages=(build-essential pkg-config libvirt-dev git ca-certificates xz-utils qemu-utils)
+packages=(build-essential pkg-config libvirt-dev git ca-certificates xz-utils qemu-utils
+  # test-only: ISO tools and the YAML parser cloud-init itself uses
+  xorriso genisoimage python3 python3-yaml)
 if [[ -f test/lab/packages.txt ]]; then
   mapfile -t lab < <(grep -vE '^\s*(#|$)' test/lab/packages.txt)
   packages+=("${lab[@]}")
