@@ -76,6 +76,8 @@ Find more information at the vmd README.`,
 		newDescribeCmd(o),
 		newDeleteCmd(o),
 		newWaitCmd(o),
+		newUploadCmd(o),
+		newImageCmd(o),
 		newVersionCmd(o),
 		newCompletionCmd(o),
 	)

@@ -102,8 +102,12 @@ func New(opts Options) (*Client, error) {
 			var d net.Dialer
 			return d.DialContext(ctx, "unix", socket)
 		},
-		MaxIdleConns:          8,
-		IdleConnTimeout:       90 * time.Second,
+		MaxIdleConns:    8,
+		IdleConnTimeout: 90 * time.Second,
+		// How long an upload waits for "100 Continue" before sending
+		// its body anyway (as http.DefaultTransport, which the Server
+		// option clones, does).
+		ExpectContinueTimeout: time.Second,
 		ResponseHeaderTimeout: 0, // watches legitimately wait; contexts bound requests
 	}
 	c.base = &url.URL{Scheme: "http", Host: "vmd"}
@@ -150,8 +154,14 @@ type request struct {
 	query       url.Values
 	body        []byte
 	contentType string
-	// stream disables the per-request timeout (watches).
+	// stream disables the per-request timeout (watches, uploads, pulls).
 	stream bool
+	// upload, when set, is streamed as the body instead of body, with
+	// uploadSize bytes (negative: unknown, sent chunked). The request
+	// then asks for "100 Continue", so a server that refuses the upload
+	// says so before any byte of it is sent.
+	upload     io.Reader
+	uploadSize int64
 }
 
 // do sends req and returns the response for a 2xx status; anything else is
@@ -166,13 +176,26 @@ func (c *Client) do(ctx context.Context, req request) (*http.Response, context.C
 	u.Path = c.base.Path + req.path
 	u.RawQuery = req.query.Encode()
 	var body io.Reader
-	if req.body != nil {
+	switch {
+	case req.upload != nil && req.uploadSize == 0:
+		body = http.NoBody
+	case req.upload != nil:
+		// NopCloser: the transport closes request bodies, and the
+		// caller's file is the caller's to close.
+		body = io.NopCloser(req.upload)
+	case req.body != nil:
 		body = bytes.NewReader(req.body)
 	}
 	hreq, err := http.NewRequestWithContext(ctx, req.method, u.String(), body)
 	if err != nil {
 		cancel()
 		return nil, nil, fmt.Errorf("building request: %w", err)
+	}
+	if req.upload != nil {
+		hreq.ContentLength = max(req.uploadSize, -1)
+		if req.uploadSize != 0 {
+			hreq.Header.Set("Expect", "100-continue")
+		}
 	}
 	hreq.Header.Set("Accept", "application/json")
 	hreq.Header.Set("User-Agent", c.userAgent)

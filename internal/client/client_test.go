@@ -34,6 +34,16 @@ func newVM(ns, name string) *v1alpha1.VMInstance {
 // produce (non-Status bodies, missing headers).
 func rawServer(t *testing.T, h http.HandlerFunc) *client.Client {
 	t.Helper()
+	c, err := client.New(client.Options{Socket: rawSocket(t, h), Timeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// rawSocket serves h on a unix socket and returns its path.
+func rawSocket(t *testing.T, h http.HandlerFunc) string {
+	t.Helper()
 	sock := filepath.Join(t.TempDir(), "raw.sock")
 	ln, err := net.Listen("unix", sock)
 	if err != nil {
@@ -44,11 +54,7 @@ func rawServer(t *testing.T, h http.HandlerFunc) *client.Client {
 	srv.Listener = ln
 	srv.Start()
 	t.Cleanup(srv.Close)
-	c, err := client.New(client.Options{Socket: sock, Timeout: 5 * time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return c
+	return sock
 }
 
 func TestStatusErrors(t *testing.T) {

@@ -29,7 +29,19 @@ func badRequest(message string) error {
 // objectRef names the object a request is about, for Status.details.
 type objectRef struct {
 	kind v1alpha1.Kind
-	name string
+	// resource names the collection when it is not a v1alpha1 kind
+	// ("images"); it wins over kind.
+	resource string
+	name     string
+}
+
+// plural is the collection name Status.details.kind carries, as
+// Kubernetes does.
+func (r objectRef) plural() string {
+	if r.resource != "" {
+		return r.resource
+	}
+	return r.kind.Plural()
 }
 
 // toStatus is the one place that maps an error to an HTTP code and a
@@ -45,8 +57,8 @@ func toStatus(err error, ref objectRef) v1alpha1.Status {
 		Status:   "Failure",
 		Message:  err.Error(),
 	}
-	if ref.kind != "" || ref.name != "" {
-		st.Details = &v1alpha1.StatusDetails{Kind: ref.kind.Plural(), Name: ref.name}
+	if ref.plural() != "" || ref.name != "" {
+		st.Details = &v1alpha1.StatusDetails{Kind: ref.plural(), Name: ref.name}
 	}
 	var (
 		inv  *errdefs.InvalidError

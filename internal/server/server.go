@@ -14,9 +14,14 @@
 //	PATCH  B/namespaces/:ns/:plural/:name     server-side apply (application/apply-patch+yaml),
 //	                                          201 created / 200 otherwise, Vmd-Apply-Result header
 //	DELETE B/namespaces/:ns/:plural/:name     delete (?dryRun=All, resourceVersion precondition)
+//	PUT    B/namespaces/:ns/vmdisks/:name/upload
+//	                                          stream the data of an upload{} disk (octet-stream)
+//	GET    /apis/vmd.cozystack.io/v1/images   golden images in the cache (?all=true: whole catalogue)
+//	POST   /apis/vmd.cozystack.io/v1/images/:name/pull
+//	                                          download into the cache, NDJSON progress stream
 //	GET    /healthz, /version, /metrics
 //
-// Request bodies are YAML or JSON; responses are JSON; failures are
+// Manifest bodies are YAML or JSON; responses are JSON; failures are
 // Kubernetes Status objects.
 package server
 
@@ -38,6 +43,7 @@ import (
 	"github.com/vmdhq/vmd/api/v1alpha1"
 	"github.com/vmdhq/vmd/internal/registry"
 	"github.com/vmdhq/vmd/internal/state"
+	"github.com/vmdhq/vmd/internal/storage"
 )
 
 // Service is what the server needs from the API layer; *registry.Registry
@@ -102,9 +108,17 @@ type Options struct {
 	// after its context ends before closing connections; default
 	// DefaultShutdownTimeout.
 	ShutdownTimeout time.Duration
-	// MaxBodyBytes bounds request bodies (413 beyond); default
-	// DefaultMaxBodyBytes.
+	// MaxBodyBytes bounds manifest and delete-option bodies (413
+	// beyond); default DefaultMaxBodyBytes. Uploads have their own limit.
 	MaxBodyBytes int64
+	// MaxUploadBytes bounds a disk upload body (413 beyond); default
+	// DefaultMaxUploadBytes.
+	MaxUploadBytes int64
+	// Uploads receives disk uploads; nil answers them 501 NotImplemented.
+	Uploads storage.Uploads
+	// Images is the golden-image cache behind the images API; nil
+	// answers 501 NotImplemented.
+	Images storage.Images
 }
 
 // Server serves the API over any net.Listener (normally ListenUnix).
@@ -137,6 +151,9 @@ func New(svc Service, opts Options) *Server {
 	if opts.MaxBodyBytes <= 0 {
 		opts.MaxBodyBytes = DefaultMaxBodyBytes
 	}
+	if opts.MaxUploadBytes <= 0 {
+		opts.MaxUploadBytes = DefaultMaxUploadBytes
+	}
 	if opts.Registerer == nil {
 		opts.Registerer = prometheus.NewRegistry()
 	}
@@ -166,6 +183,12 @@ func New(svc Service, opts Options) *Server {
 	e.PUT(base+"/namespaces/:ns/:plural/:name", s.update)
 	e.PATCH(base+"/namespaces/:ns/:plural/:name", s.apply)
 	e.DELETE(base+"/namespaces/:ns/:plural/:name", s.delete)
+	// Any :plural matches so other kinds get a clear "no upload
+	// subresource" rather than a bare 404.
+	e.PUT(base+"/namespaces/:ns/:plural/:name/upload", s.upload)
+
+	e.GET(ImagesPath, s.listImages)
+	e.POST(ImagesPath+"/:name/pull", s.pullImage)
 	s.echo = e
 	return s
 }
@@ -219,11 +242,17 @@ func (s *Server) handleError(err error, c echo.Context) {
 	}
 	ref, _ := c.Get(refKey).(objectRef)
 	st := toStatus(err, ref)
-	if st.Code >= http.StatusInternalServerError {
-		s.log.Error("request failed", "method", c.Request().Method, "path", c.Request().URL.Path, "code", st.Code, "err", err)
-	}
+	s.logFailure(c, st, err)
 	if werr := c.JSON(st.Code, st); werr != nil {
 		s.log.Debug("writing error response", "err", werr)
+	}
+}
+
+// logFailure logs server-side failures (5xx); client mistakes are the
+// client's to read in the response.
+func (s *Server) logFailure(c echo.Context, st v1alpha1.Status, err error) {
+	if st.Code >= http.StatusInternalServerError {
+		s.log.Error("request failed", "method", c.Request().Method, "path", c.Request().URL.Path, "code", st.Code, "err", err)
 	}
 }
 

@@ -32,6 +32,9 @@ func (s *Server) routes() http.Handler {
 	mux.HandleFunc("PUT "+apiPrefix+"/namespaces/{ns}/{plural}/{name}", s.update)
 	mux.HandleFunc("PATCH "+apiPrefix+"/namespaces/{ns}/{plural}/{name}", s.apply)
 	mux.HandleFunc("DELETE "+apiPrefix+"/namespaces/{ns}/{plural}/{name}", s.delete)
+	mux.HandleFunc("PUT "+apiPrefix+"/namespaces/{ns}/{plural}/{name}/upload", s.upload)
+	mux.HandleFunc("GET "+imagesPrefix, s.listImages)
+	mux.HandleFunc("POST "+imagesPrefix+"/{name}/pull", s.pullImage)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		s.mu.Lock()
 		s.requests = append(s.requests, r.Method+" "+r.URL.RequestURI())

@@ -2,7 +2,8 @@
 // tests of the client and of vmctl. It speaks the real wire protocol
 // (Kubernetes-style paths, Status errors, server-side apply with the
 // Vmd-Apply-Result header, dry run, finalizer-delayed deletion, watch
-// streams with resourceVersion and 410 Gone) over a unix socket, so what is
+// streams with resourceVersion and 410 Gone, disk uploads, the golden-image
+// list and NDJSON pulls) over a unix socket, so what is
 // tested is the client's actual HTTP behaviour, not a mock's expectations.
 //
 // It is deliberately simple where the real server is strict: it does not
@@ -43,6 +44,14 @@ type Server struct {
 	Finalizers bool
 	// Version is what GET /version returns.
 	Version client.ServerVersion
+	// OnUpload, when set, is called (with the server locked) on the
+	// stored copy of a VMDisk that just received data, to set its status
+	// as the controller would. When nil, the disk becomes Ready with the
+	// spec'd size, as after a successful conversion.
+	OnUpload func(d *v1alpha1.VMDisk, data []byte)
+	// PullSteps is how many progress lines a pull of an uncached image
+	// sends before the image; default 4.
+	PullSteps int
 
 	socket string
 	http   *httptest.Server
@@ -58,6 +67,8 @@ type Server struct {
 	hangup    chan struct{} // closed to end every open watch cleanly
 	requests  []string
 	nextUID   int
+	uploads   map[key][]byte
+	images    map[string]client.Image // the catalogue; Ready ones are cached
 }
 
 type key struct {
@@ -82,6 +93,8 @@ func NewServer(t testing.TB) *Server {
 		socket:  filepath.Join(t.TempDir(), "vmd.sock"),
 		done:    make(chan struct{}),
 		objects: map[key]v1alpha1.Object{},
+		uploads: map[key][]byte{},
+		images:  map[string]client.Image{},
 		changed: make(chan struct{}),
 		expire:  make(chan struct{}),
 		hangup:  make(chan struct{}),
