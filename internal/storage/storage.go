@@ -5,12 +5,12 @@
 package storage
 
 import (
-	"fmt"
-
 	"context"
-	"github.com/vmdhq/vmd/internal/errdefs"
+	"fmt"
+	"io"
 
 	"github.com/vmdhq/vmd/api/v1alpha1"
+	"github.com/vmdhq/vmd/internal/errdefs"
 )
 
 // VolumeRequest is the desired volume for one VMDisk. It is derived from the
@@ -29,6 +29,10 @@ type VolumeRequest struct {
 	Source v1alpha1.DiskSource
 	// Optical keeps the data as a read-only ISO.
 	Optical bool
+	// CloneFrom is the path of the source volume when Source.Disk is set.
+	// The controller resolves it from the source VMDisk's status.path once
+	// that disk is Ready; Volumes never reads the store itself.
+	CloneFrom string
 }
 
 // Volume is what exists on the host for a request.
@@ -47,6 +51,21 @@ type Volume struct {
 	// ReplicationNote explains the answer to the user.
 	Replicated      bool
 	ReplicationNote string
+	// WaitingForUpload is true for an upload{} disk whose data has not been
+	// received yet (Ready is false).
+	WaitingForUpload bool
+	// BytesPerSecond is the average transfer rate of the running import
+	// (0 when unknown or not importing).
+	BytesPerSecond int64
+	// Stage names what a running import is doing ("downloading",
+	// "converting 42%", "uploading"), for the user; empty when idle.
+	Stage string
+	// SHA256 is the hex digest of the imported source bytes, when the
+	// volume was imported (http, upload) in this process's lifetime.
+	SHA256 string
+	// Message is a note for the user about a volume that is not Ready
+	// (for example why the last upload was refused).
+	Message string
 }
 
 // Volumes manages volumes. Every method MUST be idempotent: the controller
@@ -72,3 +91,33 @@ func (NotImplemented) EnsureVolume(context.Context, VolumeRequest) (Volume, erro
 
 // DeleteVolume implements Volumes; there is never anything to delete.
 func (NotImplemented) DeleteVolume(context.Context, string, string, string) error { return nil }
+
+// Uploads accepts the data of a VMDisk whose source is upload{}.
+type Uploads interface {
+	// Upload streams body (size bytes, -1 unknown) into the disk's volume: the same sniffing, hostile-image
+	// checks, conversion and size rules as an http import. ErrInvalid for bad data, ErrConflict if an upload
+	// for this disk is already running or the disk is already Ready, ErrNotFound if the disk is unknown.
+	Upload(ctx context.Context, req UploadRequest) (Volume, error)
+}
+
+// UploadRequest is one upload: the disk it fills and the data stream.
+type UploadRequest struct {
+	Volume VolumeRequest // the disk, resolved by the caller from the store
+	Body   io.Reader
+	Size   int64
+}
+
+// Images is the golden-image cache.
+type Images interface {
+	Pull(ctx context.Context, name string, progress func(done, total int64)) (ImageInfo, error) // download once; idempotent
+	List(ctx context.Context) ([]ImageInfo, error)
+}
+
+// ImageInfo describes one golden image of the cache.
+type ImageInfo struct {
+	Name, Path, Format, URL, SHA256 string
+	VirtualSize, ActualSize         int64
+	Ready                           bool
+	// Users are the volumes (namespace/name) whose overlay uses this base.
+	Users []string
+}
