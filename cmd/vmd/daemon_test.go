@@ -22,7 +22,9 @@ import (
 
 	"github.com/vmdhq/vmd/api/v1alpha1"
 	"github.com/vmdhq/vmd/internal/config"
+	"github.com/vmdhq/vmd/internal/hypervisor"
 	"github.com/vmdhq/vmd/internal/hypervisor/hypervisortest"
+	"github.com/vmdhq/vmd/internal/storage"
 	"github.com/vmdhq/vmd/internal/storage/storagetest"
 )
 
@@ -278,7 +280,7 @@ spec:
 
 // Without host adapters, status must say so rather than pretend.
 func TestDaemonReportsNotImplementedHonestly(t *testing.T) {
-	d := startDaemon(t, t.TempDir(), realAdapters(nil))
+	d := startDaemon(t, t.TempDir(), adapters{volumes: storage.NotImplemented{}, driver: hypervisor.NotImplemented{}})
 	d.mustVmctl("apply", "-f", example)
 	_, errOut, code := d.vmctl("wait", "vmi/web", "--for=condition=Ready", "--timeout=2s")
 	if code == 0 {

@@ -29,8 +29,8 @@ func main() {
 
 // flags are the command-line overrides; empty means "not given".
 type flags struct {
-	configFile, stateDir, socket, libvirtURI, domainType, logLevel, logFormat string
-	printDefault, showVersion                                                 bool
+	configFile, stateDir, socket, libvirtURI, domainType, logLevel, logFormat, imageMirror string
+	printDefault, showVersion                                                              bool
 }
 
 func newRootCmd(stdout, stderr io.Writer, lookupEnv func(string) (string, bool)) *cobra.Command {
@@ -62,7 +62,12 @@ configuration (see --print-default-config).`,
 			log := newLogger(stderr, cfg.Log)
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
-			return run(ctx, cfg, realAdapters(cfg), log, nil)
+			ad, closeAdapters, err := realAdapters(ctx, cfg, log)
+			if err != nil {
+				return err
+			}
+			defer closeAdapters()
+			return run(ctx, cfg, ad, log, nil)
 		},
 	}
 	fl := cmd.Flags()
@@ -73,6 +78,7 @@ configuration (see --print-default-config).`,
 	fl.StringVar(&f.domainType, "domain-type", "", "libvirt domain type: kvm or qemu (TCG) (env VMD_DOMAIN_TYPE; default kvm)")
 	fl.StringVar(&f.logLevel, "log-level", "", "debug, info, warn or error (env VMD_LOG_LEVEL)")
 	fl.StringVar(&f.logFormat, "log-format", "", "text or json (env VMD_LOG_FORMAT)")
+	fl.StringVar(&f.imageMirror, "image-mirror", "", "base URL golden image NAME is fetched from as URL/NAME.qcow2 (env VMD_IMAGE_MIRROR)")
 	fl.BoolVar(&f.printDefault, "print-default-config", false, "print the embedded default configuration and exit")
 	fl.BoolVar(&f.showVersion, "version", false, "print the version and exit")
 	return cmd
@@ -100,6 +106,7 @@ func loadConfig(f flags, lookupEnv func(string) (string, bool)) (*config.Config,
 	}{
 		{f.stateDir, &cfg.StateDir}, {f.socket, &cfg.Socket}, {f.libvirtURI, &cfg.LibvirtURI},
 		{f.domainType, &cfg.DomainType}, {f.logLevel, &cfg.Log.Level}, {f.logFormat, &cfg.Log.Format},
+		{f.imageMirror, &cfg.Images.Mirror},
 	} {
 		if o.v != "" {
 			*o.dst = o.v

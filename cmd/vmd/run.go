@@ -7,8 +7,10 @@ import (
 	"log/slog"
 	"os"
 	"os/user"
+	"path/filepath"
 	"strconv"
 	"sync"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -18,26 +20,76 @@ import (
 	"github.com/vmdhq/vmd/internal/config"
 	"github.com/vmdhq/vmd/internal/controller"
 	"github.com/vmdhq/vmd/internal/hypervisor"
+	"github.com/vmdhq/vmd/internal/images"
 	"github.com/vmdhq/vmd/internal/registry"
 	"github.com/vmdhq/vmd/internal/server"
 	"github.com/vmdhq/vmd/internal/state"
 	"github.com/vmdhq/vmd/internal/storage"
+	"github.com/vmdhq/vmd/internal/storage/local"
+	"github.com/vmdhq/vmd/internal/storage/qemuimg"
 	"github.com/vmdhq/vmd/internal/version"
 )
 
-// adapters are the host-facing implementations of the controller's ports.
-// Tests pass in-memory fakes; realAdapters picks what this build has.
+// adapters are the host-facing implementations of the controller's and
+// the server's ports. Tests pass in-memory fakes; realAdapters picks what
+// this build has. Nil uploads/images make those API routes answer 501.
 type adapters struct {
 	volumes storage.Volumes
+	uploads storage.Uploads
+	images  storage.Images
 	driver  hypervisor.Driver
 }
 
-// realAdapters returns the host adapters. Volumes and domains are not
-// implemented yet: the NotImplemented adapters make every object report
-// that plainly (Ready=False, reason NotImplemented) rather than pretend.
-func realAdapters(*config.Config) adapters {
-	return adapters{volumes: storage.NotImplemented{}, driver: hypervisor.NotImplemented{}}
+// realAdapters builds the host adapters: directory pools driven by
+// qemu-img and the image fetcher for volumes, uploads and golden images.
+// Domains are not implemented yet: hypervisor.NotImplemented makes every
+// instance say so plainly. It sweeps what a previous process left
+// half-written and starts the preload of golden images; the returned func
+// stops background imports.
+func realAdapters(ctx context.Context, cfg *config.Config, log *slog.Logger) (adapters, func(), error) {
+	tool := &qemuimg.Runner{Log: log.With("component", "qemu-img")}
+	v, err := tool.Version(ctx)
+	if err != nil {
+		return adapters{}, nil, fmt.Errorf("checking qemu-img: %w", err)
+	}
+	log.Info("qemu-img found", "version", v)
+	scratch := cfg.ScratchDir()
+	fetcher, err := images.NewFetcher(images.FetcherConfig{
+		ScratchDir: filepath.Join(scratch, "downloads"),
+		Logger:     log.With("component", "fetcher"),
+	})
+	if err != nil {
+		return adapters{}, nil, err
+	}
+	classes := make(map[string]local.Class, len(cfg.StorageClasses))
+	for name, c := range cfg.StorageClasses {
+		classes[name] = local.Class{Path: cfg.PoolPath(name), Replicated: c.Replicated, Note: c.Note}
+	}
+	overrides := make(map[string]local.GoldenOverride, len(cfg.Images.Overrides))
+	for name, o := range cfg.Images.Overrides {
+		overrides[name] = local.GoldenOverride{URL: o.URL, SHA256: o.SHA256}
+	}
+	pools, err := local.New(local.Config{
+		Classes: classes, CacheDir: cfg.ImageCacheDir(), ScratchDir: scratch,
+		Mirror: cfg.Images.Mirror, Overrides: overrides,
+		Fetcher: fetcher, Tool: tool, PartMaxAge: partMaxAge,
+		Log: log.With("component", "storage"),
+	})
+	if err != nil {
+		return adapters{}, nil, err
+	}
+	if err := pools.Sweep(); err != nil {
+		// Leftovers are never used (their names say so); a failed sweep
+		// only wastes space, so it must not keep vmd down.
+		log.Warn("sweeping temporary files", "err", err)
+	}
+	pools.Preload(cfg.Images.Preload)
+	return adapters{volumes: pools, uploads: pools, images: pools, driver: hypervisor.NotImplemented{}}, pools.Close, nil
 }
+
+// partMaxAge is how long a partial download may sit untouched before the
+// start-up sweep gives up on resuming it.
+const partMaxAge = 7 * 24 * time.Hour
 
 // run wires everything and blocks until ctx ends. When ready is non-nil it
 // is closed once the API socket accepts connections.
@@ -94,6 +146,8 @@ func run(ctx context.Context, cfg *config.Config, ad adapters, log *slog.Logger,
 			DomainType: cfg.DomainType, LibvirtURI: cfg.LibvirtURI,
 		},
 		Logger:     log.With("component", "server"),
+		Uploads:    ad.uploads,
+		Images:     ad.images,
 		Registerer: metrics,
 		Gatherer:   metrics,
 	})

@@ -7,8 +7,12 @@ import (
 	_ "embed"
 	"encoding/json"
 	"fmt"
+	"maps"
+	"net/url"
 	"os"
 	"path/filepath"
+	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -46,6 +50,88 @@ type Config struct {
 	Log LogConfig `json:"log"`
 	// Controller tunes the reconcile loop.
 	Controller ControllerConfig `json:"controller"`
+	// StorageClasses maps a VMDisk spec.storageClass name to the pool that
+	// holds its volumes. A file's entry replaces the embedded entry of the
+	// same name as a whole; other embedded entries stay.
+	StorageClasses map[string]StorageClass `json:"storageClasses"`
+	// Images configures the golden-image cache and import scratch space.
+	Images ImagesConfig `json:"images"`
+}
+
+// StorageClass is one directory pool.
+type StorageClass struct {
+	// Path is the pool directory. Relative or empty paths are resolved
+	// under StateDir (empty means "pools/<class name>"), so --state-dir
+	// moves the pools with the database.
+	Path string `json:"path"`
+	// Replicated says whether the backend behind Path really keeps more
+	// than one copy (a replicated filesystem mounted there). vmd cannot
+	// check it; it reports it on every disk's Replicated condition.
+	Replicated bool `json:"replicated"`
+	// Note is shown to users on the Replicated condition; it should say
+	// plainly what the class does.
+	Note string `json:"note"`
+}
+
+// ImagesConfig configures where golden images and imports live and where
+// golden images are downloaded from.
+type ImagesConfig struct {
+	// CacheDir holds the immutable golden base images (default
+	// <stateDir>/images; relative paths are under StateDir). It should be
+	// on the same filesystem as the pools only for speed; overlays refer to
+	// bases by absolute path.
+	CacheDir string `json:"cacheDir"`
+	// ScratchDir holds partial downloads and uploads (default
+	// <stateDir>/scratch). It MUST be on the filesystem of CacheDir and the
+	// pools for imports to be renamed instead of copied.
+	ScratchDir string `json:"scratchDir"`
+	// Mirror, when set, is a base URL from which golden image NAME is
+	// fetched as Mirror/NAME.qcow2 instead of the catalogue URL: offline
+	// hosts point it at their own mirror. Overrides still win.
+	Mirror string `json:"mirror"`
+	// Overrides replace the catalogue URL (and set a checksum) per golden
+	// image name.
+	Overrides map[string]ImageOverride `json:"overrides"`
+	// Preload lists golden images pulled in the background at start-up.
+	Preload []string `json:"preload"`
+}
+
+// ImageOverride is where one golden image comes from on this host.
+type ImageOverride struct {
+	// URL replaces the catalogue (and mirror) URL.
+	URL string `json:"url"`
+	// SHA256, when set, is checked against the downloaded bytes.
+	SHA256 string `json:"sha256"`
+}
+
+// PoolPath returns the absolute directory of storage class name; relative
+// and empty paths are resolved under StateDir.
+func (c *Config) PoolPath(name string) string {
+	p := c.StorageClasses[name].Path
+	if p == "" {
+		p = filepath.Join("pools", name)
+	}
+	return c.underState(p)
+}
+
+// ImageCacheDir is the absolute golden-image cache directory.
+func (c *Config) ImageCacheDir() string { return c.underState(orDefault(c.Images.CacheDir, "images")) }
+
+// ScratchDir is the absolute import scratch directory.
+func (c *Config) ScratchDir() string { return c.underState(orDefault(c.Images.ScratchDir, "scratch")) }
+
+func (c *Config) underState(p string) string {
+	if filepath.IsAbs(p) {
+		return filepath.Clean(p)
+	}
+	return filepath.Join(c.StateDir, p)
+}
+
+func orDefault(v, def string) string {
+	if v == "" {
+		return def
+	}
+	return v
 }
 
 // LogConfig configures logging.
@@ -115,6 +201,7 @@ var EnvVars = map[string]func(c *Config, v string) error{
 	"VMD_LOG_LEVEL":    func(c *Config, v string) error { c.Log.Level = v; return nil },
 	"VMD_LOG_FORMAT":   func(c *Config, v string) error { c.Log.Format = v; return nil },
 	"VMD_SOCKET_GROUP": func(c *Config, v string) error { c.SocketGroup = v; return nil },
+	"VMD_IMAGE_MIRROR": func(c *Config, v string) error { c.Images.Mirror = v; return nil },
 	"VMD_WORKERS": func(c *Config, v string) error {
 		n, err := strconv.Atoi(v)
 		if err != nil {
@@ -181,5 +268,55 @@ func (c *Config) Validate() error {
 	if c.Controller.ResyncPeriod.Duration < time.Second {
 		errs = append(errs, field.Invalid(field.NewPath("controller", "resyncPeriod"), c.Controller.ResyncPeriod.String(), "must be at least 1s"))
 	}
+	errs = append(errs, c.validateStorage()...)
 	return errdefs.NewInvalid("config", "vmd", errs)
 }
+
+// className is what a storage class name may look like: it is written in
+// VMDisk specs and used as a directory name.
+var className = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`)
+
+// validateStorage checks storage classes and the image section.
+func (c *Config) validateStorage() field.ErrorList {
+	var errs field.ErrorList
+	classes := field.NewPath("storageClasses")
+	if len(c.StorageClasses) == 0 {
+		errs = append(errs, field.Required(classes, "at least one storage class is needed"))
+	}
+	pools := map[string]string{}
+	for _, name := range slices.Sorted(maps.Keys(c.StorageClasses)) {
+		p := classes.Key(name)
+		if !className.MatchString(name) {
+			errs = append(errs, field.Invalid(p, name, "must be a DNS-1123 label"))
+		}
+		dir := c.PoolPath(name)
+		if other, ok := pools[dir]; ok {
+			errs = append(errs, field.Invalid(p.Child("path"), dir, "is also the pool of storage class "+other))
+		}
+		pools[dir] = name
+	}
+	img := field.NewPath("images")
+	if m := c.Images.Mirror; m != "" {
+		if u, err := url.Parse(m); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			errs = append(errs, field.Invalid(img.Child("mirror"), m, "must be an absolute http or https URL"))
+		}
+	}
+	for _, name := range slices.Sorted(maps.Keys(c.Images.Overrides)) {
+		o := c.Images.Overrides[name]
+		p := img.Child("overrides").Key(name)
+		if u, err := url.Parse(o.URL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			errs = append(errs, field.Invalid(p.Child("url"), o.URL, "must be an absolute http or https URL"))
+		}
+		if o.SHA256 != "" && !sha256Hex.MatchString(o.SHA256) {
+			errs = append(errs, field.Invalid(p.Child("sha256"), o.SHA256, "must be 64 lowercase hex digits"))
+		}
+	}
+	for i, name := range c.Images.Preload {
+		if name == "" {
+			errs = append(errs, field.Required(img.Child("preload").Index(i), ""))
+		}
+	}
+	return errs
+}
+
+var sha256Hex = regexp.MustCompile(`^[0-9a-f]{64}$`)

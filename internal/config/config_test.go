@@ -85,3 +85,90 @@ func TestValidate(t *testing.T) {
 		})
 	}
 }
+
+func TestStorageDefaults(t *testing.T) {
+	c := Default()
+	c.StateDir = "/srv/vmd"
+	tests := []struct {
+		name, got, want string
+	}{
+		{name: "local pool under stateDir", got: c.PoolPath("local"), want: "/srv/vmd/pools/local"},
+		{name: "replicated pool under stateDir", got: c.PoolPath("replicated"), want: "/srv/vmd/pools/replicated"},
+		{name: "image cache", got: c.ImageCacheDir(), want: "/srv/vmd/images"},
+		{name: "scratch", got: c.ScratchDir(), want: "/srv/vmd/scratch"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if tt.got != tt.want {
+				t.Fatalf("got %s, want %s", tt.got, tt.want)
+			}
+		})
+	}
+	if c.StorageClasses["replicated"].Replicated {
+		t.Fatal("the embedded replicated class must not claim replication")
+	}
+	if !strings.Contains(c.StorageClasses["replicated"].Note, "single local copy") {
+		t.Fatalf("replicated note = %q", c.StorageClasses["replicated"].Note)
+	}
+}
+
+func TestStorageFileAndEnv(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "vmd.yaml")
+	data := "storageClasses:\n  replicated:\n    path: /mnt/ceph/vmd\n    replicated: true\n    note: cephfs, 3 copies\n" +
+		"images:\n  overrides:\n    debian-12:\n      url: https://mirror.example/d12.qcow2\n      sha256: " + strings.Repeat("a", 64) + "\n  preload: [debian-12]\n"
+	if err := os.WriteFile(path, []byte(data), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c := Default()
+	if err := c.LoadFile(path); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.LoadEnv(func(k string) (string, bool) {
+		return map[string]string{"VMD_IMAGE_MIRROR": "http://10.0.0.1/images/"}[k], k == "VMD_IMAGE_MIRROR"
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	if c.PoolPath("replicated") != "/mnt/ceph/vmd" || !c.StorageClasses["replicated"].Replicated {
+		t.Fatalf("replicated = %+v", c.StorageClasses["replicated"])
+	}
+	if c.PoolPath("local") != "/var/lib/vmd/pools/local" {
+		t.Fatalf("the file dropped the embedded local class: %+v", c.StorageClasses)
+	}
+	if c.Images.Mirror != "http://10.0.0.1/images/" || c.Images.Preload[0] != "debian-12" || c.Images.Overrides["debian-12"].URL == "" {
+		t.Fatalf("images = %+v", c.Images)
+	}
+}
+
+func TestStorageValidation(t *testing.T) {
+	tests := []struct {
+		name   string
+		mutate func(*Config)
+		want   string
+	}{
+		{name: "no classes", mutate: func(c *Config) { c.StorageClasses = nil }, want: "storageClasses"},
+		{name: "bad class name", mutate: func(c *Config) { c.StorageClasses["Fast_SSD"] = StorageClass{} }, want: "storageClasses[Fast_SSD]"},
+		{name: "two classes one dir", mutate: func(c *Config) {
+			c.StorageClasses["replicated"] = StorageClass{Path: "pools/local"}
+		}, want: "is also the pool of storage class"},
+		{name: "mirror not a URL", mutate: func(c *Config) { c.Images.Mirror = "ftp://x" }, want: "images.mirror"},
+		{name: "override without URL", mutate: func(c *Config) {
+			c.Images.Overrides = map[string]ImageOverride{"x": {SHA256: "zz"}}
+		}, want: "images.overrides[x].url"},
+		{name: "override bad sha", mutate: func(c *Config) {
+			c.Images.Overrides = map[string]ImageOverride{"x": {URL: "https://a/b", SHA256: "zz"}}
+		}, want: "images.overrides[x].sha256"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := Default()
+			tt.mutate(c)
+			err := c.Validate()
+			if !errors.Is(err, errdefs.ErrInvalid) || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("err = %v; want one naming %q", err, tt.want)
+			}
+		})
+	}
+}

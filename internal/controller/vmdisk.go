@@ -61,7 +61,24 @@ func (r *DiskReconciler) Reconcile(ctx context.Context, key Key) (Result, error)
 	}
 
 	st.ObservedGeneration = disk.ObjectMeta.Generation
-	vol, err := r.Volumes.EnsureVolume(ctx, volumeRequest(disk))
+	req := volumeRequest(disk)
+	// A clone that holds its data no longer needs its source (which may
+	// since have been deleted).
+	if src := disk.Spec.Source.Disk; src != nil && st.Phase != v1alpha1.DiskPhaseReady {
+		from, waiting, err := r.cloneSource(ctx, disk.ObjectMeta.Namespace, src.Name)
+		if err != nil {
+			return Result{}, err
+		}
+		if waiting != "" {
+			// Not a failure: the source may still be importing or not
+			// created yet. Its changes do not reach this key, so look again.
+			st.Phase = v1alpha1.DiskPhasePending
+			setReady(&st.Conditions, v1alpha1.ConditionFalse, "WaitingForSource", waiting, disk.ObjectMeta.Generation, now)
+			return Result{RequeueAfter: r.sourceInterval()}, writeStatus(ctx, r.Store, disk, before)
+		}
+		req.CloneFrom = from
+	}
+	vol, err := r.Volumes.EnsureVolume(ctx, req)
 	switch {
 	case errors.Is(err, errdefs.ErrNotImplemented):
 		// Not a failure to retry: this build cannot do it. Say so plainly.
@@ -86,7 +103,14 @@ func (r *DiskReconciler) Reconcile(ctx context.Context, key Key) (Result, error)
 	}
 
 	st.Path, st.Format, st.Size = vol.Path, vol.Format, vol.SizeBytes
-	st.BytesDone, st.BytesTotal = vol.BytesDone, vol.BytesTotal
+	// A volume found ready after a restart reports no byte counts: keep
+	// what the import recorded.
+	if !vol.Ready || vol.BytesTotal > 0 {
+		st.BytesDone, st.BytesTotal = vol.BytesDone, vol.BytesTotal
+	}
+	if vol.SHA256 != "" {
+		st.SHA256 = vol.SHA256
+	}
 	replicated := v1alpha1.ConditionFalse
 	reason := "SingleCopy"
 	if vol.Replicated {
@@ -96,18 +120,97 @@ func (r *DiskReconciler) Reconcile(ctx context.Context, key Key) (Result, error)
 		Type: v1alpha1.ConditionReplicated, Status: replicated, Reason: reason, Message: vol.ReplicationNote,
 	}, now)
 	res := Result{}
-	if vol.Ready {
+	switch {
+	case vol.Ready:
 		st.Phase = v1alpha1.DiskPhaseReady
 		st.Progress = "100.0%"
-		setReady(&st.Conditions, v1alpha1.ConditionTrue, "VolumeReady", "volume "+vol.Path+" holds its data", disk.ObjectMeta.Generation, now)
-	} else {
+		msg := "volume " + vol.Path + " holds its data"
+		if vol.Message != "" {
+			msg += "; " + vol.Message
+		}
+		setReady(&st.Conditions, v1alpha1.ConditionTrue, "VolumeReady", msg, disk.ObjectMeta.Generation, now)
+	case vol.WaitingForUpload:
+		st.Phase = v1alpha1.DiskPhaseUploading
+		st.Progress = ""
+		msg := "waiting for data: vmctl upload vmdisk " + disk.ObjectMeta.Name + " --image-path FILE"
+		if vol.Message != "" {
+			msg += "; " + vol.Message
+		}
+		setReady(&st.Conditions, v1alpha1.ConditionFalse, "WaitingForUpload", msg, disk.ObjectMeta.Generation, now)
+		// An upload arrives through the API, not the store: look again.
+		res.RequeueAfter = r.uploadInterval()
+	default:
 		st.Phase = v1alpha1.DiskPhaseImporting
 		st.Progress = progress(vol.BytesDone, vol.BytesTotal)
-		setReady(&st.Conditions, v1alpha1.ConditionFalse, "Importing", "importing "+st.Progress, disk.ObjectMeta.Generation, now)
+		setReady(&st.Conditions, v1alpha1.ConditionFalse, "Importing", importMessage(st.Progress, vol), disk.ObjectMeta.Generation, now)
 		res.RequeueAfter = r.progressInterval()
 	}
 	return res, writeStatus(ctx, r.Store, disk, before)
 }
+
+// importMessage says what a running import does: "importing 42.0% (120.0
+// MiB of 285.6 MiB, 55.2 MiB/s): downloading".
+func importMessage(pct string, vol storage.Volume) string {
+	msg := "importing " + pct
+	var details []string
+	if vol.BytesTotal > 0 {
+		details = append(details, fmt.Sprintf("%s of %s", humanBytes(vol.BytesDone), humanBytes(vol.BytesTotal)))
+	} else if vol.BytesDone > 0 {
+		details = append(details, humanBytes(vol.BytesDone))
+	}
+	if vol.BytesPerSecond > 0 {
+		details = append(details, humanBytes(vol.BytesPerSecond)+"/s")
+	}
+	if len(details) > 0 {
+		msg += " (" + strings.Join(details, ", ") + ")"
+	}
+	if vol.Stage != "" {
+		msg += ": " + vol.Stage
+	}
+	return msg
+}
+
+// humanBytes prints n with a binary unit ("1.5 GiB").
+func humanBytes(n int64) string {
+	const unit = 1024
+	if n < unit {
+		return fmt.Sprintf("%d B", n)
+	}
+	div, exp := int64(unit), 0
+	for m := n / unit; m >= unit; m /= unit {
+		div *= unit
+		exp++
+	}
+	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
+}
+
+// cloneSource resolves the volume path of the VMDisk a clone copies. When
+// the source cannot be copied yet, waiting says why (and path is empty).
+func (r *DiskReconciler) cloneSource(ctx context.Context, namespace, name string) (path, waiting string, err error) {
+	obj, err := r.Store.Get(ctx, v1alpha1.KindVMDisk, namespace, name)
+	switch {
+	case errors.Is(err, errdefs.ErrNotFound):
+		return "", "waiting for source vmdisk " + name + " to exist", nil
+	case err != nil:
+		return "", "", fmt.Errorf("reading clone source %s: %w", name, err)
+	}
+	src := obj.(*v1alpha1.VMDisk)
+	switch {
+	case src.ObjectMeta.DeletionTimestamp != nil:
+		return "", "source vmdisk " + name + " is being deleted", nil
+	case src.Status.Phase != v1alpha1.DiskPhaseReady || src.Status.Path == "":
+		phase := src.Status.Phase
+		if phase == "" {
+			phase = v1alpha1.DiskPhasePending
+		}
+		return "", "waiting for source vmdisk " + name + " to be Ready (it is " + phase + ")", nil
+	}
+	return src.Status.Path, "", nil
+}
+
+func (r *DiskReconciler) sourceInterval() time.Duration { return 2 * r.progressInterval() }
+
+func (r *DiskReconciler) uploadInterval() time.Duration { return 2 * r.progressInterval() }
 
 // finalize releases the volume of a disk being deleted, unless an instance
 // still attaches it: pulling a disk from under a VM is never right.
