@@ -61,7 +61,10 @@ func (r *DiskReconciler) Reconcile(ctx context.Context, key Key) (Result, error)
 	}
 
 	st.ObservedGeneration = disk.ObjectMeta.Generation
-	req := volumeRequest(disk)
+	req, err := storage.RequestFor(disk)
+	if err != nil {
+		return Result{}, err
+	}
 	// A clone that holds its data no longer needs its source (which may
 	// since have been deleted).
 	if src := disk.Spec.Source.Disk; src != nil && st.Phase != v1alpha1.DiskPhaseReady {
@@ -242,18 +245,6 @@ func (r *DiskReconciler) progressInterval() time.Duration {
 		return r.ProgressInterval
 	}
 	return time.Second
-}
-
-func volumeRequest(d *v1alpha1.VMDisk) storage.VolumeRequest {
-	return storage.VolumeRequest{
-		UID:       d.ObjectMeta.UID,
-		Namespace: d.ObjectMeta.Namespace,
-		Name:      d.ObjectMeta.Name,
-		Class:     d.Spec.StorageClass,
-		SizeBytes: d.Spec.Storage.MustBytes(),
-		Source:    d.Spec.Source,
-		Optical:   d.Spec.Optical != nil && *d.Spec.Optical,
-	}
 }
 
 func progress(done, total int64) string {

@@ -96,7 +96,7 @@ func (s *Server) upload(c echo.Context) error {
 		return err
 	}
 
-	req, err := volumeRequestFor(disk)
+	req, err := storage.RequestFor(disk)
 	if err != nil {
 		return err
 	}
@@ -139,31 +139,6 @@ func uploadable(d *v1alpha1.VMDisk) error {
 		return fmt.Errorf("vmdisk %s is being deleted: %w", id, errdefs.ErrConflict)
 	}
 	return nil
-}
-
-// volumeRequestFor maps a stored VMDisk to the volume it wants.
-//
-// It MUST stay identical to the controller's volumeRequest
-// (internal/controller/vmdisk.go): the upload and the reconciler address
-// the same volume, and a field that differs (size, class) would make the
-// controller see a volume that does not match its request.
-// Unlike the controller it refuses a malformed storage quantity instead of
-// asking for a 0-byte volume (the store only holds validated disks, so
-// this is a server bug, reported as such). TODO(lead): fold both into one exported function.
-func volumeRequestFor(d *v1alpha1.VMDisk) (storage.VolumeRequest, error) {
-	size, err := d.Spec.Storage.Bytes()
-	if err != nil {
-		return storage.VolumeRequest{}, fmt.Errorf("reading spec.storage of vmdisk %s/%s: %w", d.ObjectMeta.Namespace, d.ObjectMeta.Name, err)
-	}
-	return storage.VolumeRequest{
-		UID:       d.ObjectMeta.UID,
-		Namespace: d.ObjectMeta.Namespace,
-		Name:      d.ObjectMeta.Name,
-		Class:     d.Spec.StorageClass,
-		SizeBytes: size,
-		Source:    d.Spec.Source,
-		Optical:   d.Spec.Optical != nil && *d.Spec.Optical,
-	}, nil
 }
 
 // countingReader counts the bytes read and remembers the first error, so

@@ -121,3 +121,23 @@ type ImageInfo struct {
 	// Users are the volumes (namespace/name) whose overlay uses this base.
 	Users []string
 }
+
+// RequestFor maps a stored VMDisk to the volume it wants. The controller
+// and the upload route both use it, so a disk is never described two ways.
+// The store only holds validated disks; a malformed spec.storage is still
+// reported instead of becoming a 0-byte request.
+func RequestFor(d *v1alpha1.VMDisk) (VolumeRequest, error) {
+	size, err := d.Spec.Storage.Bytes()
+	if err != nil {
+		return VolumeRequest{}, fmt.Errorf("reading spec.storage of vmdisk %s/%s: %w: %w", d.ObjectMeta.Namespace, d.ObjectMeta.Name, err, errdefs.ErrInvalid)
+	}
+	return VolumeRequest{
+		UID:       d.ObjectMeta.UID,
+		Namespace: d.ObjectMeta.Namespace,
+		Name:      d.ObjectMeta.Name,
+		Class:     d.Spec.StorageClass,
+		SizeBytes: size,
+		Source:    d.Spec.Source,
+		Optical:   d.Spec.Optical != nil && *d.Spec.Optical,
+	}, nil
+}
