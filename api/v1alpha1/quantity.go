@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"strconv"
+	"strings"
 
 	"k8s.io/apimachinery/pkg/api/resource"
 )
@@ -48,9 +49,31 @@ func (q Quantity) MarshalJSON() ([]byte, error) {
 	return json.Marshal(string(q))
 }
 
-// Parse returns the parsed quantity; the error text is apimachinery's.
+// Limits on the text of a quantity. apimachinery parses "9E54775807"
+// happily, but comparing such a value scales a big decimal by 10^54775807
+// (tens of seconds of CPU, found by FuzzQuantity): one API request could
+// stall validation. No size vmd deals with needs more than a handful of
+// exponent digits, so anything beyond these bounds is refused up front.
+const (
+	maxQuantityLen      = 64
+	maxQuantityExponent = 30
+)
+
+// Parse returns the parsed quantity; the error text is apimachinery's,
+// except for the length and exponent bounds above.
 func (q Quantity) Parse() (resource.Quantity, error) {
-	return resource.ParseQuantity(string(q))
+	s := string(q)
+	if len(s) > maxQuantityLen {
+		return resource.Quantity{}, fmt.Errorf("quantity is longer than %d characters", maxQuantityLen)
+	}
+	// A decimal exponent is the only way to a huge scale: "e" or "E"
+	// followed by a signed integer ("1E" alone is the exa suffix, "Ei" exbi).
+	if i := strings.LastIndexAny(s, "eE"); i >= 0 && i+1 < len(s) {
+		if n, err := strconv.Atoi(s[i+1:]); err == nil && (n > maxQuantityExponent || n < -maxQuantityExponent) {
+			return resource.Quantity{}, fmt.Errorf("quantity exponent %d is out of range (at most ±%d)", n, maxQuantityExponent)
+		}
+	}
+	return resource.ParseQuantity(s)
 }
 
 // Bytes returns the value as an integer (rounded up), for sizes.
