@@ -4,8 +4,6 @@ package dhcp
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -15,56 +13,20 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/vmdhq/vmd/internal/network/nettest"
 )
-
-func requireRoot(t *testing.T) {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root: creates network namespaces")
-	}
-	for _, tool := range []string{"ip", "busybox"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			t.Skipf("needs %s: %v", tool, err)
-		}
-	}
-}
-
-func run(t *testing.T, args ...string) string {
-	t.Helper()
-	out, err := exec.Command(args[0], args[1:]...).CombinedOutput()
-	if err != nil {
-		t.Fatalf("%s: %v\n%s", strings.Join(args, " "), err, out)
-	}
-	return string(out)
-}
-
-func newNetns(t *testing.T, prefix string) (string, int) {
-	t.Helper()
-	b := make([]byte, 4)
-	if _, err := rand.Read(b); err != nil {
-		t.Fatal(err)
-	}
-	name := prefix + hex.EncodeToString(b)
-	run(t, "ip", "netns", "add", name)
-	t.Cleanup(func() { _ = exec.Command("ip", "netns", "del", name).Run() })
-	f, err := os.Open("/run/netns/" + name)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { f.Close() })
-	return name, int(f.Fd())
-}
 
 // TestUdhcpc runs the server on a bridge in one namespace and busybox
 // udhcpc in another, connected by a veth pair enslaved to the bridge:
 // the same topology as a guest's tap on a tenant bridge.
 func TestUdhcpc(t *testing.T) {
-	requireRoot(t)
-	srvNS, srvFd := newNetns(t, "vmddhcp-s-")
-	cliNS, cliFd := newNetns(t, "vmddhcp-c-")
+	nettest.RequireRoot(t, "busybox")
+	srvNS, srvFd := nettest.NewNetns(t, "vmddhcp-s-")
+	cliNS, cliFd := nettest.NewNetns(t, "vmddhcp-c-")
 	in := func(ns string, args ...string) string {
 		t.Helper()
-		return run(t, append([]string{"ip", "netns", "exec", ns}, args...)...)
+		return nettest.Run(t, append([]string{"ip", "netns", "exec", ns}, args...)...)
 	}
 	in(srvNS, "ip", "link", "add", "vmd-br", "type", "bridge")
 	in(srvNS, "ip", "addr", "add", "10.100.0.1/24", "dev", "vmd-br")

@@ -3,8 +3,6 @@
 package netlink
 
 import (
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"net/netip"
@@ -20,6 +18,7 @@ import (
 	"github.com/vmdhq/vmd/api/v1alpha1"
 	"github.com/vmdhq/vmd/internal/errdefs"
 	"github.com/vmdhq/vmd/internal/network"
+	"github.com/vmdhq/vmd/internal/network/nettest"
 )
 
 func requireRoot(t *testing.T) {
@@ -35,20 +34,11 @@ func requireRoot(t *testing.T) {
 	}
 }
 
-func run(t *testing.T, args ...string) string {
-	t.Helper()
-	out, err := exec.Command(args[0], args[1:]...).CombinedOutput()
-	if err != nil {
-		t.Fatalf("%s: %v\n%s", strings.Join(args, " "), err, out)
-	}
-	return string(out)
-}
-
 // newHost creates a throwaway network namespace (deleted at cleanup) and
 // a Host working inside it. Nothing touches the root namespace.
 func newHost(t *testing.T) (*Host, string) {
 	t.Helper()
-	name := addNetns(t, "vmdnl-")
+	name := nettest.AddNetns(t, "vmdnl-")
 	ns, err := netns.GetFromName(name)
 	if err != nil {
 		t.Fatal(err)
@@ -60,25 +50,6 @@ func newHost(t *testing.T) (*Host, string) {
 	}
 	t.Cleanup(h.Close)
 	return h, name
-}
-
-// addNetns creates a network namespace with a random suffix, deleted at
-// cleanup, and returns its name.
-func addNetns(t *testing.T, prefix string) string {
-	t.Helper()
-	b := make([]byte, 4)
-	if _, err := rand.Read(b); err != nil {
-		t.Fatal(err)
-	}
-	name := prefix + hex.EncodeToString(b)
-	run(t, "ip", "netns", "add", name)
-	t.Cleanup(func() { _ = exec.Command("ip", "netns", "del", name).Run() })
-	return name
-}
-
-func ns(t *testing.T, name string, args ...string) string {
-	t.Helper()
-	return run(t, append([]string{"ip", "netns", "exec", name}, args...)...)
 }
 
 type ipLink struct {
@@ -102,7 +73,7 @@ type ipLink struct {
 func links(t *testing.T, netns string) map[string]ipLink {
 	t.Helper()
 	var list []ipLink
-	if err := json.Unmarshal([]byte(ns(t, netns, "ip", "-j", "-d", "addr", "show")), &list); err != nil {
+	if err := json.Unmarshal([]byte(nettest.InNetns(t, netns, "ip", "-j", "-d", "addr", "show")), &list); err != nil {
 		t.Fatal(err)
 	}
 	out := map[string]ipLink{}
@@ -168,14 +139,14 @@ func TestReconcile(t *testing.T) {
 	// an on-link /24 and a /32 outside the pool, a bridge and a
 	// veth whose name even carries vmd's prefix (no dummy module in
 	// every CI kernel, so veths stand in for foreign links).
-	ns(t, name, "ip", "link", "add", "up0", "type", "veth", "peer", "name", "up0-peer")
-	ns(t, name, "ip", "link", "set", "up0", "up")
-	ns(t, name, "ip", "addr", "add", "192.0.2.2/24", "dev", "up0")
-	ns(t, name, "ip", "addr", "add", "198.51.100.7/32", "dev", "up0")
-	ns(t, name, "ip", "link", "add", "br-other", "type", "bridge")
-	ns(t, name, "ip", "link", "add", "vmd-notmine", "type", "veth", "peer", "name", "notmine-peer")
+	nettest.InNetns(t, name, "ip", "link", "add", "up0", "type", "veth", "peer", "name", "up0-peer")
+	nettest.InNetns(t, name, "ip", "link", "set", "up0", "up")
+	nettest.InNetns(t, name, "ip", "addr", "add", "192.0.2.2/24", "dev", "up0")
+	nettest.InNetns(t, name, "ip", "addr", "add", "198.51.100.7/32", "dev", "up0")
+	nettest.InNetns(t, name, "ip", "link", "add", "br-other", "type", "bridge")
+	nettest.InNetns(t, name, "ip", "link", "add", "vmd-notmine", "type", "veth", "peer", "name", "notmine-peer")
 	// A stale external address from a VM that no longer exists.
-	ns(t, name, "ip", "addr", "add", "192.0.2.15/32", "dev", "up0")
+	nettest.InNetns(t, name, "ip", "addr", "add", "192.0.2.15/32", "dev", "up0")
 
 	d := desired()
 	changes, err := h.Reconcile(ctx, d)
@@ -226,7 +197,7 @@ func TestReconcile(t *testing.T) {
 	if mac := got[brA].Address; mac != bridgeMAC(brA).String() {
 		t.Errorf("bridge mac %s, want fixed %s", mac, bridgeMAC(brA))
 	}
-	if fwd := strings.TrimSpace(ns(t, name, "cat", "/proc/sys/net/ipv4/ip_forward")); fwd != "1" {
+	if fwd := strings.TrimSpace(nettest.InNetns(t, name, "cat", "/proc/sys/net/ipv4/ip_forward")); fwd != "1" {
 		t.Errorf("ip_forward = %s", fwd)
 	}
 
@@ -242,10 +213,10 @@ func TestReconcile(t *testing.T) {
 	// Drift is repaired: a tap taken off its bridge and set down, a stray
 	// address on a bridge, a missing external address.
 	tapDB := network.TapName("alpha", "db")
-	ns(t, name, "ip", "link", "set", tapDB, "nomaster")
-	ns(t, name, "ip", "link", "set", tapDB, "down")
-	ns(t, name, "ip", "addr", "add", "10.9.9.9/24", "dev", brA)
-	ns(t, name, "ip", "addr", "del", "192.0.2.11/32", "dev", "up0")
+	nettest.InNetns(t, name, "ip", "link", "set", tapDB, "nomaster")
+	nettest.InNetns(t, name, "ip", "link", "set", tapDB, "down")
+	nettest.InNetns(t, name, "ip", "addr", "add", "10.9.9.9/24", "dev", brA)
+	nettest.InNetns(t, name, "ip", "addr", "del", "192.0.2.11/32", "dev", "up0")
 	changes, err = h.Reconcile(ctx, d)
 	if err != nil {
 		t.Fatal(err)
@@ -320,8 +291,8 @@ func TestSingleObjectMethods(t *testing.T) {
 	requireRoot(t)
 	h, name := newHost(t)
 	ctx := t.Context()
-	ns(t, name, "ip", "link", "add", "up0", "type", "veth", "peer", "name", "up0-peer")
-	ns(t, name, "ip", "link", "add", "vmd-veth", "type", "veth", "peer", "name", "vmt-veth")
+	nettest.InNetns(t, name, "ip", "link", "add", "up0", "type", "veth", "peer", "name", "up0-peer")
+	nettest.InNetns(t, name, "ip", "link", "add", "vmd-veth", "type", "veth", "peer", "name", "vmt-veth")
 
 	tests := []struct {
 		name string

@@ -12,6 +12,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/vmdhq/vmd/internal/network/nettest"
+
 	"github.com/vmdhq/vmd/api/v1alpha1"
 	"github.com/vmdhq/vmd/internal/network"
 	"github.com/vmdhq/vmd/internal/network/dhcp"
@@ -48,8 +50,8 @@ func TestAllocateReconcileServe(t *testing.T) {
 	}
 	h, hostNS := newHost(t)
 	ctx := t.Context()
-	ns(t, hostNS, "ip", "link", "add", "up0", "type", "veth", "peer", "name", "up0-peer")
-	ns(t, hostNS, "ip", "link", "set", "up0", "up")
+	nettest.InNetns(t, hostNS, "ip", "link", "add", "up0", "type", "veth", "peer", "name", "up0-peer")
+	nettest.InNetns(t, hostNS, "ip", "link", "set", "up0", "up")
 
 	hc := network.HostConfig{
 		Uplink:       "up0",
@@ -88,12 +90,12 @@ func TestAllocateReconcileServe(t *testing.T) {
 
 	// The guest: a veth in its own namespace with web's MAC, its host end
 	// on alpha's bridge (a foreign port vmd must leave alone).
-	guestNS := addNetns(t, "vmdnl-g-")
+	guestNS := nettest.AddNetns(t, "vmdnl-g-")
 	brA := network.BridgeName("alpha")
 	web := eps["uid-web"]
-	ns(t, hostNS, "ip", "link", "add", "guest-port", "type", "veth", "peer", "name", "eth0", "netns", guestNS)
-	ns(t, hostNS, "ip", "link", "set", "guest-port", "master", brA, "up")
-	ns(t, guestNS, "ip", "link", "set", "eth0", "address", web.MAC.String(), "up")
+	nettest.InNetns(t, hostNS, "ip", "link", "add", "guest-port", "type", "veth", "peer", "name", "eth0", "netns", guestNS)
+	nettest.InNetns(t, hostNS, "ip", "link", "set", "guest-port", "master", brA, "up")
+	nettest.InNetns(t, guestNS, "ip", "link", "set", "eth0", "address", web.MAC.String(), "up")
 
 	// The DHCP socket is created inside the namespace through Host.Do.
 	var conn net.PacketConn

@@ -3,63 +3,18 @@
 package nft
 
 import (
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"os"
-	"os/exec"
 	"strings"
 	"testing"
 
 	"github.com/vmdhq/vmd/internal/network"
+	"github.com/vmdhq/vmd/internal/network/nettest"
 )
-
-// requireTools skips unless the test can create network namespaces and
-// cross-check with the nft binary.
-func requireTools(t *testing.T) {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root: creates network namespaces")
-	}
-	for _, tool := range []string{"ip", "nft"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			t.Skipf("needs %s: %v", tool, err)
-		}
-	}
-}
-
-func run(t *testing.T, args ...string) string {
-	t.Helper()
-	out, err := exec.Command(args[0], args[1:]...).CombinedOutput()
-	if err != nil {
-		t.Fatalf("%s: %v\n%s", strings.Join(args, " "), err, out)
-	}
-	return string(out)
-}
-
-// newNetns creates a throwaway network namespace, deleted at cleanup, and
-// returns its name and an fd for it. Nothing here touches the root
-// namespace's ruleset.
-func newNetns(t *testing.T, prefix string) (string, int) {
-	t.Helper()
-	b := make([]byte, 4)
-	if _, err := rand.Read(b); err != nil {
-		t.Fatal(err)
-	}
-	name := prefix + hex.EncodeToString(b)
-	run(t, "ip", "netns", "add", name)
-	t.Cleanup(func() { _ = exec.Command("ip", "netns", "del", name).Run() })
-	f, err := os.Open("/run/netns/" + name)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { f.Close() })
-	return name, int(f.Fd())
-}
 
 func nsNft(t *testing.T, ns string, args ...string) string {
 	t.Helper()
-	return run(t, append([]string{"ip", "netns", "exec", ns, "nft"}, args...)...)
+	return nettest.Run(t, append([]string{"ip", "netns", "exec", ns, "nft"}, args...)...)
 }
 
 func plan(t *testing.T, d network.Desired) network.Ruleset {
@@ -81,7 +36,7 @@ func dump(t *testing.T, fw *Firewall) string {
 }
 
 func TestApplyDumpEqualsPlan(t *testing.T) {
-	requireTools(t)
+	nettest.RequireRoot(t, "nft")
 	tests := []struct {
 		name string
 		d    network.Desired
@@ -95,7 +50,7 @@ func TestApplyDumpEqualsPlan(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			ns, fd := newNetns(t, "vmdnft-")
+			ns, fd := nettest.NewNetns(t, "vmdnft-")
 			fw := New(WithNetNSFd(fd))
 			rs := plan(t, tt.d)
 			if err := fw.Apply(t.Context(), rs); err != nil {
@@ -189,8 +144,8 @@ func equalCounts(t *testing.T, got, want map[string]map[string]int, table string
 }
 
 func TestApplyTwiceNoDuplicates(t *testing.T) {
-	requireTools(t)
-	ns, fd := newNetns(t, "vmdnft-")
+	nettest.RequireRoot(t, "nft")
+	ns, fd := nettest.NewNetns(t, "vmdnft-")
 	fw := New(WithNetNSFd(fd))
 	rs := plan(t, fixture(portList("192.0.2.10", true, 22, 80), wholeIP("192.0.2.11")))
 	for i := range 3 {
@@ -208,8 +163,8 @@ func TestApplyTwiceNoDuplicates(t *testing.T) {
 }
 
 func TestForeignTableSurvives(t *testing.T) {
-	requireTools(t)
-	ns, fd := newNetns(t, "vmdnft-")
+	nettest.RequireRoot(t, "nft")
+	ns, fd := nettest.NewNetns(t, "vmdnft-")
 	nsNft(t, ns, "add", "table", "inet", "other")
 	nsNft(t, ns, "add", "chain", "inet", "other", "input", "{ type filter hook input priority 0; policy accept; }")
 	nsNft(t, ns, "add", "rule", "inet", "other", "input", "tcp", "dport", "9999", "counter", "accept")
@@ -245,8 +200,8 @@ func TestForeignTableSurvives(t *testing.T) {
 }
 
 func TestSwitchPortListWholeIPPortList(t *testing.T) {
-	requireTools(t)
-	ns, fd := newNetns(t, "vmdnft-")
+	nettest.RequireRoot(t, "nft")
+	ns, fd := nettest.NewNetns(t, "vmdnft-")
 	fw := New(WithNetNSFd(fd))
 	steps := []struct {
 		name string
@@ -277,8 +232,8 @@ func TestSwitchPortListWholeIPPortList(t *testing.T) {
 }
 
 func TestNftBinaryCrossCheck(t *testing.T) {
-	requireTools(t)
-	ns, fd := newNetns(t, "vmdnft-")
+	nettest.RequireRoot(t, "nft")
+	ns, fd := nettest.NewNetns(t, "vmdnft-")
 	fw := New(WithNetNSFd(fd))
 	rs := plan(t, fixture(portList("192.0.2.10", true, 22, 80, 443), wholeIP("192.0.2.11")))
 	if err := fw.Apply(t.Context(), rs); err != nil {
@@ -307,7 +262,7 @@ func TestNftBinaryCrossCheck(t *testing.T) {
 	}
 	// The planner's rendering is valid nft input: load it into a second
 	// namespace with the real binary and compare what our reader sees.
-	ns2, _ := newNetns(t, "vmdnft-")
+	ns2, _ := nettest.NewNetns(t, "vmdnft-")
 	path := t.TempDir() + "/plan.nft"
 	if err := os.WriteFile(path, []byte(rs.String()), 0o600); err != nil {
 		t.Fatal(err)

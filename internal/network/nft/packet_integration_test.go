@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vmdhq/vmd/internal/network/nettest"
+
 	"golang.org/x/sys/unix"
 
 	"github.com/vmdhq/vmd/internal/network"
@@ -112,22 +114,22 @@ func pings(ns, dst string) bool {
 // and veth pairs (the vm's veth stands in for a tap on the tenant bridge),
 // applies the plan in the host namespace and checks real traffic.
 func TestPacketFiltering(t *testing.T) {
-	requireTools(t)
+	nettest.RequireRoot(t, "nft")
 	if _, err := exec.LookPath("busybox"); err != nil {
 		t.Skip("needs busybox for ping")
 	}
-	hostNS, hostFd := newNetns(t, "vmdnft-h-")
-	clientNS, clientFd := newNetns(t, "vmdnft-c-")
-	vmNS, vmFd := newNetns(t, "vmdnft-v-")
+	hostNS, hostFd := nettest.NewNetns(t, "vmdnft-h-")
+	clientNS, clientFd := nettest.NewNetns(t, "vmdnft-c-")
+	vmNS, vmFd := nettest.NewNetns(t, "vmdnft-v-")
 
 	d := fixture(portList("192.0.2.10", false, 22))
 	ep, tn := d.Endpoints[0], d.Tenants[0]
-	hx := func(args ...string) { run(t, append([]string{"ip", "netns", "exec", hostNS}, args...)...) }
-	cx := func(args ...string) { run(t, append([]string{"ip", "netns", "exec", clientNS}, args...)...) }
-	vx := func(args ...string) { run(t, append([]string{"ip", "netns", "exec", vmNS}, args...)...) }
+	hx := func(args ...string) { nettest.Run(t, append([]string{"ip", "netns", "exec", hostNS}, args...)...) }
+	cx := func(args ...string) { nettest.Run(t, append([]string{"ip", "netns", "exec", clientNS}, args...)...) }
+	vx := func(args ...string) { nettest.Run(t, append([]string{"ip", "netns", "exec", vmNS}, args...)...) }
 
-	run(t, "ip", "link", "add", "up0", "netns", hostNS, "type", "veth", "peer", "name", "c0", "netns", clientNS)
-	run(t, "ip", "link", "add", ep.Tap, "netns", hostNS, "type", "veth", "peer", "name", "eth0", "netns", vmNS)
+	nettest.Run(t, "ip", "link", "add", "up0", "netns", hostNS, "type", "veth", "peer", "name", "c0", "netns", clientNS)
+	nettest.Run(t, "ip", "link", "add", ep.Tap, "netns", hostNS, "type", "veth", "peer", "name", "eth0", "netns", vmNS)
 	hx("sysctl", "-qw", "net.ipv4.ip_forward=1")
 	hx("ip", "addr", "add", "198.51.100.1/24", "dev", "up0")
 	hx("ip", "link", "set", "up0", "up")
