@@ -20,7 +20,7 @@ PREFIX    ?= /usr/local
 generate: ## regenerate derived files (JSON Schemas)
 	$(GO) generate ./api/...
 
-.PHONY: generate help deps build test integration e2e lint fuzz bench install demo demo-stop ci clean
+.PHONY: generate help deps build test integration e2e lint fuzz bench install demo demo-stop check ci clean
 
 help: ## show this help
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -71,7 +71,9 @@ demo: deps build ## start vmd with its embedded default config and apply example
 demo-stop: ## stop the vmd started by make demo
 	bash hack/demo.sh stop
 
-ci: deps build lint test integration fuzz e2e ## everything CI runs
+check: deps build lint test integration fuzz e2e ## every test tier, lint and fuzz: what CI runs
+
+ci: check
 
 clean:
 	rm -rf $(BIN)
