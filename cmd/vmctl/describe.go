@@ -54,6 +54,7 @@ func runDescribe(ctx context.Context, o *rootOptions, args []string) error {
 		}
 		first = false
 		describe(o.streams.Out, obj, now)
+		describeEvents(ctx, c, o.streams.Out, obj, now)
 	}
 	for _, ref := range refs {
 		if len(ref.names) == 0 {

@@ -20,6 +20,8 @@ import (
 	"testing"
 	"time"
 
+	"libvirt.org/go/libvirtxml"
+
 	"github.com/vmdhq/vmd/api/v1alpha1"
 	"github.com/vmdhq/vmd/internal/config"
 	"github.com/vmdhq/vmd/internal/hypervisor"
@@ -181,8 +183,31 @@ func TestWholeDaemonWithFakes(t *testing.T) {
 		}
 	}
 	dom, ok := domains.Get("vm-instance-web")
-	if !ok || !dom.Running || dom.Request.VCPUs != 1 || dom.Request.MemoryBytes != 4<<30 || len(dom.Request.Disks) != 2 {
-		t.Fatalf("fake domain not built from the spec: %+v (exists %v)", dom, ok)
+	var x libvirtxml.Domain
+	if !ok || !dom.Running || x.Unmarshal(dom.XML) != nil {
+		t.Fatalf("fake domain not defined and running: %+v (exists %v)", dom, ok)
+	}
+	// Two VMDisks plus the cloud-init seed (the example has sshKeys).
+	if x.VCPU == nil || x.VCPU.Value != 1 || x.Memory == nil || x.Memory.Value != 4<<20 || len(x.Devices.Disks) != 3 {
+		t.Fatalf("fake domain not built from the spec:\n%s", dom.XML)
+	}
+	if _, err := os.Stat(filepath.Join(state, "instances", "default", "web", "cidata.iso")); err != nil {
+		t.Fatalf("no cloud-init seed: %v", err)
+	}
+
+	// kill -9 of the guest's qemu: the event wakes the controller, which
+	// restarts it (runStrategy Always) without waiting for a resync.
+	domains.Crash("vm-instance-web")
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if dom, _ := domains.Get("vm-instance-web"); dom.Running && dom.Starts == 2 {
+			break
+		}
+		if time.Now().After(deadline) {
+			dom, _ := domains.Get("vm-instance-web")
+			t.Fatalf("crashed domain not restarted: %+v", dom)
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 
 	// A change to the spec is "configured" and bumps generation.
@@ -315,4 +340,52 @@ func TestDaemonReportsNotImplementedHonestly(t *testing.T) {
 	}
 	// Deleting still works: nothing was created, so nothing blocks it.
 	d.mustVmctl("delete", "-f", example, "--timeout=30s")
+}
+
+// vmctl start|stop|restart drive a Manual VM through the real server and
+// controller; the other strategies refuse start/stop with a clear message.
+func TestDaemonPowerVerbs(t *testing.T) {
+	domains := hypervisortest.New()
+	d := startDaemon(t, t.TempDir(), adapters{volumes: storagetest.New(), driver: domains})
+	manifest := filepath.Join(t.TempDir(), "vm.yaml")
+	if err := os.WriteFile(manifest, []byte(`apiVersion: apps.cozystack.io/v1alpha1
+kind: VMInstance
+metadata:
+  name: man
+spec:
+  runStrategy: Manual
+`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	d.mustVmctl("apply", "-f", manifest)
+	const dom = "vm-instance-man"
+	waitDomain := func(what string, ok func(hypervisortest.Domain) bool) {
+		t.Helper()
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			if got, _ := domains.Get(dom); ok(got) {
+				return
+			}
+			if time.Now().After(deadline) {
+				got, _ := domains.Get(dom)
+				t.Fatalf("%s: domain %+v", what, got)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	waitDomain("defined, not started", func(g hypervisortest.Domain) bool { return g.Defines > 0 && !g.Running && g.Starts == 0 })
+	if out := d.mustVmctl("start", "man"); !strings.Contains(out, "vminstance/man start requested") {
+		t.Fatalf("start output %q", out)
+	}
+	d.mustVmctl("wait", "vmi/man", "--for=condition=Ready", "--timeout=10s")
+	d.mustVmctl("restart", "man")
+	waitDomain("restarted", func(g hypervisortest.Domain) bool { return g.Running && g.Starts == 2 })
+	d.mustVmctl("stop", "man")
+	waitDomain("stopped", func(g hypervisortest.Domain) bool { return !g.Running })
+
+	d.mustVmctl("apply", "-f", example)
+	_, errOut, code := d.vmctl("stop", "web")
+	if code == 0 || !strings.Contains(errOut, "runStrategy Manual") {
+		t.Fatalf("stop of an Always VM: code %d, %q", code, errOut)
+	}
 }

@@ -67,6 +67,16 @@ configuration (see --print-default-config).`,
 				return err
 			}
 			defer closeAdapters()
+			drv, err := openDriver(ctx, cfg, log)
+			if err != nil {
+				return err
+			}
+			defer func() {
+				if err := drv.Close(); err != nil {
+					log.Warn("closing libvirt connection", "err", err)
+				}
+			}()
+			ad.driver = drv
 			return run(ctx, cfg, ad, log, nil)
 		},
 	}

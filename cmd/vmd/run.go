@@ -19,6 +19,7 @@ import (
 	"github.com/vmdhq/vmd/internal/catalog"
 	"github.com/vmdhq/vmd/internal/config"
 	"github.com/vmdhq/vmd/internal/controller"
+	"github.com/vmdhq/vmd/internal/events"
 	"github.com/vmdhq/vmd/internal/hypervisor"
 	"github.com/vmdhq/vmd/internal/images"
 	"github.com/vmdhq/vmd/internal/registry"
@@ -40,12 +41,12 @@ type adapters struct {
 	driver  hypervisor.Driver
 }
 
-// realAdapters builds the host adapters: directory pools driven by
+// realAdapters builds the storage adapters: directory pools driven by
 // qemu-img and the image fetcher for volumes, uploads and golden images.
-// Domains are not implemented yet: hypervisor.NotImplemented makes every
-// instance say so plainly. It sweeps what a previous process left
-// half-written and starts the preload of golden images; the returned func
-// stops background imports.
+// The driver is hypervisor.NotImplemented until main attaches the libvirt
+// connection (openDriver), which may wait for libvirtd. It sweeps what a
+// previous process left half-written and starts the preload of golden
+// images; the returned func stops background imports.
 func realAdapters(ctx context.Context, cfg *config.Config, log *slog.Logger) (adapters, func(), error) {
 	tool := &qemuimg.Runner{Log: log.With("component", "qemu-img")}
 	v, err := tool.Version(ctx)
@@ -120,12 +121,24 @@ func run(ctx context.Context, cfg *config.Config, ad adapters, log *slog.Logger,
 		Logger:       log.With("component", "controller"),
 		Registerer:   metrics,
 	})
+	// Events are best-effort and in memory (ADR 0010): what happened to an
+	// object lately, for describe and `vmctl events`.
+	rec := events.New(events.Options{})
 	ctrl.Register(v1alpha1.KindVMDisk, &controller.DiskReconciler{
-		Store: store, Volumes: ad.volumes, Log: log.With("kind", "VMDisk"),
+		Store: store, Volumes: ad.volumes, Log: log.With("kind", "VMDisk"), Recorder: rec,
 	}, controller.InstancesOfDisk(store))
-	ctrl.Register(v1alpha1.KindVMInstance, &controller.InstanceReconciler{
-		Store: store, Driver: ad.driver, Catalog: cat, Log: log.With("kind", "VMInstance"),
-	}, controller.DisksOfInstance)
+	vms, err := instanceReconciler(cfg, store, ad.driver, cat, log.With("kind", "VMInstance"))
+	if err != nil {
+		return err
+	}
+	ctrl.Register(v1alpha1.KindVMInstance, vms, controller.DisksOfInstance)
+	// Domains whose object is gone are removed before anything else runs;
+	// the others are adopted by their first reconcile, untouched.
+	if err := controller.SweepOrphans(ctx, store, ad.driver, vms.InstancesDir, log.With("component", "recovery")); err != nil {
+		// Leftover domains do no harm to the objects vmd manages; a
+		// transient libvirt error must not keep vmd down.
+		log.Warn("sweeping orphaned domains", "err", err)
+	}
 
 	mode, err := cfg.Mode()
 	if err != nil {
@@ -148,6 +161,7 @@ func run(ctx context.Context, cfg *config.Config, ad adapters, log *slog.Logger,
 		Logger:     log.With("component", "server"),
 		Uploads:    ad.uploads,
 		Images:     ad.images,
+		Events:     rec,
 		Registerer: metrics,
 		Gatherer:   metrics,
 	})
@@ -156,7 +170,11 @@ func run(ctx context.Context, cfg *config.Config, ad adapters, log *slog.Logger,
 	defer cancel()
 	var wg sync.WaitGroup
 	errc := make(chan error, 2)
-	wg.Add(2)
+	wg.Add(3)
+	go func() {
+		defer wg.Done()
+		controller.WatchDomains(ctx, store, ad.driver.Events(), ctrl.Enqueue, log.With("component", "domain-events"))
+	}()
 	go func() {
 		defer wg.Done()
 		if err := ctrl.Run(ctx); err != nil {
@@ -180,6 +198,30 @@ func run(ctx context.Context, cfg *config.Config, ad adapters, log *slog.Logger,
 	wg.Wait()
 	close(errc)
 	return errors.Join(collect(errc)...)
+}
+
+// instanceReconciler configures the VMInstance reconciler from cfg.
+func instanceReconciler(cfg *config.Config, store state.Store, drv hypervisor.Driver, cat v1alpha1.Catalog, log *slog.Logger) (*controller.InstanceReconciler, error) {
+	r := &controller.InstanceReconciler{
+		Store: store, Driver: drv, Catalog: cat, Log: log,
+		DomainType:      cfg.DomainType,
+		InstancesDir:    cfg.InstancesDir(),
+		ShutdownTimeout: cfg.Instances.ShutdownTimeout.Duration,
+	}
+	if cfg.Network.Bridge != "" {
+		sub, err := cfg.NetworkSubnet()
+		if err != nil {
+			return nil, err
+		}
+		r.Network = controller.InterimNetwork{Bridge: cfg.Network.Bridge, Subnet: sub}
+	}
+	if m := cfg.Testing.GuestReadyMarker; m != "" {
+		r.GuestReadyMarkers = [][]string{controller.DefaultGuestReadyMarkers, {m}}
+	}
+	if err := os.MkdirAll(r.InstancesDir, 0o755); err != nil {
+		return nil, fmt.Errorf("creating instances dir: %w", err)
+	}
+	return r, nil
 }
 
 func collect(errc <-chan error) []error {

@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"maps"
+	"net/netip"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -56,6 +57,66 @@ type Config struct {
 	StorageClasses map[string]StorageClass `json:"storageClasses"`
 	// Images configures the golden-image cache and import scratch space.
 	Images ImagesConfig `json:"images"`
+	// Instances configures where per-VM files live and how VMs stop.
+	Instances InstancesConfig `json:"instances"`
+	// Network is the interim guest network (one existing bridge).
+	Network NetworkConfig `json:"network"`
+	// Testing holds knobs for vmd's own test lab. They are never needed in
+	// production and must stay unset there.
+	Testing TestingConfig `json:"testing"`
+}
+
+// InstancesConfig configures VMInstance realisation.
+type InstancesConfig struct {
+	// Dir holds one directory per VMInstance (<dir>/<namespace>/<name>/:
+	// cloud-init seed, serial log, EFI variables). Relative paths are
+	// under StateDir (default "instances").
+	Dir string `json:"dir"`
+	// ShutdownTimeout is how long a guest may take to power off after the
+	// ACPI button (stop, Halted, delete) before it is destroyed.
+	ShutdownTimeout Duration `json:"shutdownTimeout"`
+}
+
+// NetworkConfig is the interim guest network, used until per-tenant
+// networks land: every VM gets one NIC on Bridge, which must already exist
+// with the first address of Subnet on it (the guests' gateway and DNS),
+// and a static address from Subnet passed through cloud-init. Empty
+// Bridge gives guests no NIC.
+type NetworkConfig struct {
+	Bridge string `json:"bridge"`
+	Subnet string `json:"subnet"`
+}
+
+// TestingConfig is for vmd's test lab only.
+type TestingConfig struct {
+	// KernelBoot, when set, boots every guest from this kernel and initrd
+	// (libvirt direct kernel boot) instead of its first disk, so the lab's
+	// tiny kernel+initramfs guest can stand in for a cloud image. TEST
+	// ONLY: it overrides what the VMInstance asks for.
+	KernelBoot *KernelBoot `json:"kernelBoot,omitempty"`
+	// GuestReadyMarker, when set, is one more serial-console line fragment
+	// that makes GuestReady true (the tiny guest prints no cloud-init
+	// line). TEST ONLY.
+	GuestReadyMarker string `json:"guestReadyMarker,omitempty"`
+}
+
+// KernelBoot is a direct kernel boot.
+type KernelBoot struct {
+	Kernel  string `json:"kernel"`
+	Initrd  string `json:"initrd"`
+	Cmdline string `json:"cmdline"`
+}
+
+// InstancesDir is the absolute per-VM directory root.
+func (c *Config) InstancesDir() string { return c.underState(orDefault(c.Instances.Dir, "instances")) }
+
+// NetworkSubnet parses Network.Subnet (invalid when Bridge is unset).
+func (c *Config) NetworkSubnet() (netip.Prefix, error) {
+	p, err := netip.ParsePrefix(c.Network.Subnet)
+	if err != nil {
+		return netip.Prefix{}, fmt.Errorf("network.subnet: %w", err)
+	}
+	return p.Masked(), nil
 }
 
 // StorageClass is one directory pool.
@@ -269,6 +330,7 @@ func (c *Config) Validate() error {
 		errs = append(errs, field.Invalid(field.NewPath("controller", "resyncPeriod"), c.Controller.ResyncPeriod.String(), "must be at least 1s"))
 	}
 	errs = append(errs, c.validateStorage()...)
+	errs = append(errs, c.validateInstances()...)
 	return errdefs.NewInvalid("config", "vmd", errs)
 }
 
@@ -320,3 +382,31 @@ func (c *Config) validateStorage() field.ErrorList {
 }
 
 var sha256Hex = regexp.MustCompile(`^[0-9a-f]{64}$`)
+
+// validateInstances checks the instances, network and testing sections.
+func (c *Config) validateInstances() field.ErrorList {
+	var errs field.ErrorList
+	if c.Instances.ShutdownTimeout.Duration < time.Second {
+		errs = append(errs, field.Invalid(field.NewPath("instances", "shutdownTimeout"), c.Instances.ShutdownTimeout.String(), "must be at least 1s"))
+	}
+	if c.Network.Bridge != "" {
+		p := field.NewPath("network", "subnet")
+		if sub, err := c.NetworkSubnet(); err != nil {
+			errs = append(errs, field.Invalid(p, c.Network.Subnet, "must be an IPv4 CIDR such as 10.77.0.0/24"))
+		} else if !sub.Addr().Is4() || sub.Bits() > 30 {
+			errs = append(errs, field.Invalid(p, c.Network.Subnet, "must be IPv4 and at most /30"))
+		}
+	} else if c.Network.Subnet != "" {
+		errs = append(errs, field.Required(field.NewPath("network", "bridge"), "a subnet needs its bridge"))
+	}
+	if kb := c.Testing.KernelBoot; kb != nil {
+		p := field.NewPath("testing", "kernelBoot")
+		if !filepath.IsAbs(kb.Kernel) {
+			errs = append(errs, field.Invalid(p.Child("kernel"), kb.Kernel, "must be an absolute path"))
+		}
+		if kb.Initrd != "" && !filepath.IsAbs(kb.Initrd) {
+			errs = append(errs, field.Invalid(p.Child("initrd"), kb.Initrd, "must be an absolute path"))
+		}
+	}
+	return errs
+}

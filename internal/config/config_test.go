@@ -96,6 +96,7 @@ func TestStorageDefaults(t *testing.T) {
 		{name: "replicated pool under stateDir", got: c.PoolPath("replicated"), want: "/srv/vmd/pools/replicated"},
 		{name: "image cache", got: c.ImageCacheDir(), want: "/srv/vmd/images"},
 		{name: "scratch", got: c.ScratchDir(), want: "/srv/vmd/scratch"},
+		{name: "instances", got: c.InstancesDir(), want: "/srv/vmd/instances"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -166,6 +167,38 @@ func TestStorageValidation(t *testing.T) {
 			c := Default()
 			tt.mutate(c)
 			err := c.Validate()
+			if !errors.Is(err, errdefs.ErrInvalid) || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("err = %v; want one naming %q", err, tt.want)
+			}
+		})
+	}
+}
+
+func TestInstancesValidation(t *testing.T) {
+	tests := []struct {
+		name   string
+		mutate func(*Config)
+		want   string // "" = valid
+	}{
+		{name: "bridge with subnet", mutate: func(c *Config) { c.Network = NetworkConfig{Bridge: "br0", Subnet: "10.77.0.0/24"} }},
+		{name: "bridge without subnet", mutate: func(c *Config) { c.Network.Bridge = "br0" }, want: "network.subnet"},
+		{name: "ipv6 subnet", mutate: func(c *Config) { c.Network = NetworkConfig{Bridge: "br0", Subnet: "fd00::/64"} }, want: "network.subnet"},
+		{name: "subnet without bridge", mutate: func(c *Config) { c.Network.Subnet = "10.0.0.0/24" }, want: "network.bridge"},
+		{name: "zero shutdown timeout", mutate: func(c *Config) { c.Instances.ShutdownTimeout.Duration = 0 }, want: "instances.shutdownTimeout"},
+		{name: "relative kernel", mutate: func(c *Config) { c.Testing.KernelBoot = &KernelBoot{Kernel: "vmlinuz"} }, want: "testing.kernelBoot.kernel"},
+		{name: "absolute kernel", mutate: func(c *Config) { c.Testing.KernelBoot = &KernelBoot{Kernel: "/k", Initrd: "/i"} }},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := Default()
+			tt.mutate(c)
+			err := c.Validate()
+			if tt.want == "" {
+				if err != nil {
+					t.Fatalf("err = %v; want valid", err)
+				}
+				return
+			}
 			if !errors.Is(err, errdefs.ErrInvalid) || !strings.Contains(err.Error(), tt.want) {
 				t.Fatalf("err = %v; want one naming %q", err, tt.want)
 			}

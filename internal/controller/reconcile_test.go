@@ -4,8 +4,11 @@ import (
 	"context"
 	"errors"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
+
+	"libvirt.org/go/libvirtxml"
 
 	"github.com/vmdhq/vmd/api/v1alpha1"
 	"github.com/vmdhq/vmd/internal/catalog"
@@ -34,7 +37,8 @@ func newFixture(t *testing.T) *fixture {
 	t.Cleanup(func() { st.Close() })
 	f := &fixture{t: t, store: st, volumes: storagetest.New(), domains: hypervisortest.New()}
 	f.disks = &DiskReconciler{Store: st, Volumes: f.volumes}
-	f.vms = &InstanceReconciler{Store: st, Driver: f.domains, Catalog: catalog.Default()}
+	f.vms = &InstanceReconciler{Store: st, Driver: f.domains, Catalog: catalog.Default(),
+		DomainType: hypervisor.DomainTypeQEMU, InstancesDir: filepath.Join(t.TempDir(), "instances")}
 	return f
 }
 
@@ -194,21 +198,30 @@ func TestInstanceWaitsForDisksThenRuns(t *testing.T) {
 	}
 	vm = f.vm("web")
 	if st, _ := ready(vm.Status.Conditions); vm.Status.Phase != v1alpha1.PhaseRunning || st != v1alpha1.ConditionTrue {
-		t.Fatalf("phase %q ready %s", vm.Status.Phase, st)
+		t.Fatalf("phase %q ready %s: %+v", vm.Status.Phase, st, vm.Status.Conditions)
 	}
 	dom, ok := f.domains.Get("vm-instance-web")
 	if !ok {
 		t.Fatal("no domain")
 	}
-	want := hypervisor.DomainRequest{Name: "vm-instance-web", VCPUs: 2, MemoryBytes: 8 << 30, Running: true}
-	if dom.Request.VCPUs != want.VCPUs || dom.Request.MemoryBytes != want.MemoryBytes || !dom.Request.Running {
-		t.Fatalf("domain request %+v", dom.Request)
+	if !dom.Running {
+		t.Fatal("domain not running")
 	}
-	if len(dom.Request.Disks) != 2 || !dom.Request.Disks[1].Optical || dom.Request.Disks[1].Bus != "sata" {
-		t.Fatalf("disks in boot order with bus and optical: %+v", dom.Request.Disks)
+	x := parseDomain(t, dom.XML)
+	if x.VCPU == nil || x.VCPU.Value != 2 || x.Memory == nil || x.Memory.Value != 8<<20 || x.Memory.Unit != "KiB" {
+		t.Fatalf("sizing: vcpu %+v memory %+v", x.VCPU, x.Memory)
 	}
-	if dom.Request.UUID != hypervisor.StableUUID("default", "web", "") || vm.Status.UUID != dom.Request.UUID {
-		t.Fatalf("UUID %q / status %q", dom.Request.UUID, vm.Status.UUID)
+	var disks []libvirtxml.DomainDisk
+	for _, d := range x.Devices.Disks {
+		if d.Source != nil && d.Source.File != nil && !strings.HasSuffix(d.Source.File.File, "cidata.iso") {
+			disks = append(disks, d)
+		}
+	}
+	if len(disks) != 2 || disks[1].Device != "cdrom" || disks[1].Target.Bus != "sata" {
+		t.Fatalf("disks in boot order with bus and optical: %+v", disks)
+	}
+	if x.UUID != hypervisor.StableUUID("default", "web", "") || vm.Status.UUID != x.UUID {
+		t.Fatalf("UUID %q / status %q", x.UUID, vm.Status.UUID)
 	}
 	// A disk now reports its user.
 	if _, err := f.reconcile(f.disks, v1alpha1.KindVMDisk, "system"); err != nil {
@@ -230,8 +243,10 @@ func TestInstanceCustomResourcesAndHalted(t *testing.T) {
 		t.Fatal(err)
 	}
 	dom, _ := f.domains.Get("vm-instance-big")
-	if dom.Request.VCPUs != 4 || dom.Request.MemoryBytes != 6<<30 || dom.Running {
-		t.Fatalf("custom sizing / halted: %+v running=%v", dom.Request, dom.Running)
+	x := parseDomain(t, dom.XML)
+	if x.VCPU.Value != 4 || x.Memory.Value != 6<<20 || x.CPU == nil || x.CPU.Topology == nil ||
+		x.CPU.Topology.Sockets != 2 || x.CPU.Topology.Cores != 2 || dom.Running || dom.Starts != 0 {
+		t.Fatalf("custom sizing / halted: vcpu %+v cpu %+v running=%v starts=%d", x.VCPU, x.CPU, dom.Running, dom.Starts)
 	}
 	vm := f.vm("big")
 	if vm.Status.Phase != v1alpha1.PhaseStopped || vm.Status.InstanceType != "custom" {
@@ -332,4 +347,13 @@ func TestControllerRunConverges(t *testing.T) {
 	if err := <-done; err != nil {
 		t.Fatal(err)
 	}
+}
+
+func parseDomain(t *testing.T, x string) *libvirtxml.Domain {
+	t.Helper()
+	var d libvirtxml.Domain
+	if err := d.Unmarshal(x); err != nil {
+		t.Fatalf("parsing domain xml: %v", err)
+	}
+	return &d
 }

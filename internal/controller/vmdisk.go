@@ -23,6 +23,10 @@ type DiskReconciler struct {
 	ProgressInterval time.Duration
 	// Now is the clock (tests replace it).
 	Now func() time.Time
+	// Recorder receives an event at each status transition (import
+	// started, ready, failed, retrying, waiting, deleted); nil records
+	// nothing.
+	Recorder EventRecorder
 }
 
 // Reconcile implements Reconciler.
@@ -77,7 +81,7 @@ func (r *DiskReconciler) Reconcile(ctx context.Context, key Key) (Result, error)
 			// created yet. Its changes do not reach this key, so look again.
 			st.Phase = v1alpha1.DiskPhasePending
 			setReady(&st.Conditions, v1alpha1.ConditionFalse, "WaitingForSource", waiting, disk.ObjectMeta.Generation, now)
-			return Result{RequeueAfter: r.sourceInterval()}, writeStatus(ctx, r.Store, disk, before)
+			return Result{RequeueAfter: r.sourceInterval()}, r.writeStatus(ctx, disk, before)
 		}
 		req.CloneFrom = from
 	}
@@ -87,11 +91,11 @@ func (r *DiskReconciler) Reconcile(ctx context.Context, key Key) (Result, error)
 		// Not a failure to retry: this build cannot do it. Say so plainly.
 		st.Phase = v1alpha1.DiskPhasePending
 		setReady(&st.Conditions, v1alpha1.ConditionFalse, "NotImplemented", err.Error(), disk.ObjectMeta.Generation, now)
-		return Result{}, writeStatus(ctx, r.Store, disk, before)
+		return Result{}, r.writeStatus(ctx, disk, before)
 	case errors.Is(err, errdefs.ErrInvalid):
 		st.Phase = v1alpha1.DiskPhaseFailed
 		setReady(&st.Conditions, v1alpha1.ConditionFalse, "ImportFailed", err.Error(), disk.ObjectMeta.Generation, now)
-		return Result{}, writeStatus(ctx, r.Store, disk, before)
+		return Result{}, r.writeStatus(ctx, disk, before)
 	case err != nil:
 		// Transient (network, host): keep the phase, show the error, retry
 		// with back-off from the queue.
@@ -99,7 +103,7 @@ func (r *DiskReconciler) Reconcile(ctx context.Context, key Key) (Result, error)
 			st.Phase = v1alpha1.DiskPhasePending
 		}
 		setReady(&st.Conditions, v1alpha1.ConditionFalse, "Retrying", err.Error(), disk.ObjectMeta.Generation, now)
-		if werr := writeStatus(ctx, r.Store, disk, before); werr != nil {
+		if werr := r.writeStatus(ctx, disk, before); werr != nil {
 			return Result{}, werr
 		}
 		return Result{}, err
@@ -148,7 +152,7 @@ func (r *DiskReconciler) Reconcile(ctx context.Context, key Key) (Result, error)
 		setReady(&st.Conditions, v1alpha1.ConditionFalse, "Importing", importMessage(st.Progress, vol), disk.ObjectMeta.Generation, now)
 		res.RequeueAfter = r.progressInterval()
 	}
-	return res, writeStatus(ctx, r.Store, disk, before)
+	return res, r.writeStatus(ctx, disk, before)
 }
 
 // importMessage says what a running import does: "importing 42.0% (120.0
@@ -225,10 +229,13 @@ func (r *DiskReconciler) finalize(ctx context.Context, disk *v1alpha1.VMDisk, be
 			"deletion waits until vminstance "+strings.Join(users, ", ")+" no longer attaches the disk",
 			disk.ObjectMeta.Generation, r.now())
 		// Instance changes re-queue this key (see DisksOfInstance).
-		return Result{}, writeStatus(ctx, r.Store, disk, before)
+		return Result{}, r.writeStatus(ctx, disk, before)
 	}
 	if err := r.Volumes.DeleteVolume(ctx, disk.ObjectMeta.Namespace, disk.ObjectMeta.Name, disk.ObjectMeta.UID); err != nil {
 		return Result{}, fmt.Errorf("deleting volume: %w", err)
+	}
+	if st.Path != "" {
+		recordEvents(r.Recorder, disk, []pendingEvent{{v1alpha1.EventTypeNormal, ReasonVolumeDeleted, "deleted volume " + st.Path}})
 	}
 	return Result{}, removeFinalizer(ctx, r.Store, disk)
 }

@@ -2,25 +2,112 @@ package controller
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
 	"time"
 
 	"github.com/vmdhq/vmd/api/v1alpha1"
+	"github.com/vmdhq/vmd/internal/cloudinit"
 	"github.com/vmdhq/vmd/internal/errdefs"
 	"github.com/vmdhq/vmd/internal/hypervisor"
+	"github.com/vmdhq/vmd/internal/network"
 	"github.com/vmdhq/vmd/internal/state"
 )
 
-// InstanceReconciler makes a VMInstance's domain match its spec.
+// Condition types of a VMInstance besides Ready.
+const (
+	// ConditionGuestReady: the guest finished booting, as announced on its
+	// serial console (see GuestReadyMarkers).
+	ConditionGuestReady = "GuestReady"
+	// ConditionCrashLoopBackOff: automatic restarts are being delayed.
+	ConditionCrashLoopBackOff = "CrashLoopBackOff"
+	// ConditionRestartRequired: the spec changed in a way the running guest
+	// only picks up at its next boot.
+	ConditionRestartRequired = "RestartRequired"
+	// ConditionHostLimits lists instance-type or profile requests the host
+	// cannot honour (hugepages, dedicated CPUs).
+	ConditionHostLimits = "HostLimits"
+)
+
+// GuestReady polling: the serial log is read every guestReadyPoll for the
+// first guestReadyPollFor after a boot.
+const (
+	guestReadyPoll    = 2 * time.Second
+	guestReadyPollFor = 10 * time.Minute
+)
+
+// AddressTypePrivate is the Address.Type of the VM's private address.
+const AddressTypePrivate = "Private"
+
+// DefaultGuestReadyMarkers are the serial-console lines that mean "the
+// guest finished booting": cloud-init's final message, printed by every
+// cloud image vmd targets when its last stage is done. Guests without
+// cloud-init never become GuestReady (Ready still tells the domain runs).
+var DefaultGuestReadyMarkers = []string{"Cloud-init v. ", " finished at "}
+
+// InterimNetwork is the stop-gap guest network: one NIC on an existing
+// host bridge with a static private address from Subnet. It is replaced by
+// the tenant networks of the networking work.
+type InterimNetwork struct {
+	// Bridge is the host bridge; "" gives guests no NIC at all.
+	Bridge string
+	// Subnet is the bridge's IPv4 subnet; the host is its first address
+	// (network.GatewayFor), which is also the guests' gateway and DNS.
+	Subnet netip.Prefix
+}
+
+// InstanceReconciler makes a VMInstance's domain match its spec and run
+// strategy.
 type InstanceReconciler struct {
 	Store   state.Store
 	Driver  hypervisor.Driver
 	Catalog v1alpha1.Catalog
 	Log     *slog.Logger
+	// DomainType is hypervisor.DomainTypeKVM or DomainTypeQEMU.
+	DomainType string
+	// InstancesDir holds one directory per VMInstance,
+	// <InstancesDir>/<namespace>/<name>/, with cidata.iso, serial.log,
+	// nvram.fd, vnc.sock and lifecycle.json.
+	InstancesDir string
+	// Network is the interim guest network.
+	Network InterimNetwork
+	// ShutdownTimeout is how long a guest may take to power off after the
+	// ACPI button before it is destroyed (default 60 s).
+	ShutdownTimeout time.Duration
+	// GuestReadyMarkers: GuestReady turns True once one serial-log line
+	// contains all the strings of any marker. Nil means
+	// DefaultGuestReadyMarkers only.
+	GuestReadyMarkers [][]string
 	// Now is the clock (tests replace it).
 	Now func() time.Time
+
+	// ipMu serialises address allocation: the used set is read from other
+	// objects' status, so two workers must not allocate at once.
+	ipMu sync.Mutex
+}
+
+// instancePaths are the host files of one VMInstance.
+type instancePaths struct {
+	Dir, ISO, SerialLog, NVRAM, VNCSocket, History string
+}
+
+func (r *InstanceReconciler) paths(namespace, name string) instancePaths {
+	dir := filepath.Join(r.InstancesDir, namespace, name)
+	return instancePaths{
+		Dir: dir, ISO: filepath.Join(dir, "cidata.iso"), SerialLog: filepath.Join(dir, "serial.log"),
+		NVRAM: filepath.Join(dir, "nvram.fd"), VNCSocket: filepath.Join(dir, "vnc.sock"),
+		History: filepath.Join(dir, "lifecycle.json"),
+	}
 }
 
 // Reconcile implements Reconciler.
@@ -37,16 +124,10 @@ func (r *InstanceReconciler) Reconcile(ctx context.Context, key Key) (Result, er
 	meta := &vm.ObjectMeta
 	st := &vm.Status
 	st.DomainName = hypervisor.DomainName(meta.Name)
+	paths := r.paths(meta.Namespace, meta.Name)
 
 	if meta.DeletionTimestamp != nil {
-		st.Phase = v1alpha1.PhaseTerminating
-		if err := writeStatus(ctx, r.Store, vm, before); err != nil {
-			return Result{}, err
-		}
-		if err := r.Driver.DeleteDomain(ctx, st.DomainName); err != nil {
-			return Result{}, fmt.Errorf("deleting domain %s: %w", st.DomainName, err)
-		}
-		return Result{}, removeFinalizer(ctx, r.Store, vm)
+		return Result{}, r.delete(ctx, vm, before, paths)
 	}
 	if wrote, err := ensureFinalizer(ctx, r.Store, vm); err != nil || wrote {
 		return Result{}, err
@@ -60,7 +141,7 @@ func (r *InstanceReconciler) Reconcile(ctx context.Context, key Key) (Result, er
 	if vm.Spec.CloudInitSeed != "" || st.UUID == "" {
 		st.UUID = hypervisor.StableUUID(meta.Namespace, meta.Name, vm.Spec.CloudInitSeed)
 	}
-	req, waiting, err := r.plan(ctx, vm)
+	disks, waiting, err := r.resolveDisks(ctx, vm)
 	if err != nil {
 		return Result{}, err
 	}
@@ -71,97 +152,566 @@ func (r *InstanceReconciler) Reconcile(ctx context.Context, key Key) (Result, er
 		return Result{}, writeStatus(ctx, r.Store, vm, before)
 	}
 
-	state, err := r.Driver.EnsureDomain(ctx, req)
-	switch {
-	case errors.Is(err, errdefs.ErrNotImplemented):
-		st.Phase = v1alpha1.PhasePending
-		setReady(&st.Conditions, v1alpha1.ConditionFalse, "NotImplemented", err.Error(), gen, now)
-		return Result{}, writeStatus(ctx, r.Store, vm, before)
-	case err != nil:
-		setReady(&st.Conditions, v1alpha1.ConditionFalse, "DomainError", err.Error(), gen, now)
-		if werr := writeStatus(ctx, r.Store, vm, before); werr != nil {
-			return Result{}, werr
+	obs, err := r.Driver.State(ctx, st.DomainName)
+	if err != nil {
+		return Result{}, fmt.Errorf("observing domain %s: %w", st.DomainName, err)
+	}
+	if err := os.MkdirAll(paths.Dir, 0o755); err != nil {
+		return Result{}, fmt.Errorf("creating instance dir: %w", err)
+	}
+	hist, err := loadHistory(paths.History)
+	if err != nil {
+		return Result{}, err
+	}
+	if obs.Exists && hist.DefinedHash == "" {
+		// A domain we have no record of: ours from before (re-adoption
+		// with a lost history) or one left by an older object of the
+		// same name, which must go before ours is defined.
+		if err := r.adoptOrReplace(ctx, vm, obs); err != nil {
+			return Result{}, err
 		}
-		return Result{}, fmt.Errorf("ensuring domain %s: %w", req.Name, err)
+		if obs, err = r.Driver.State(ctx, st.DomainName); err != nil {
+			return Result{}, fmt.Errorf("observing domain %s: %w", st.DomainName, err)
+		}
 	}
-	if state.Running {
-		st.Phase = v1alpha1.PhaseRunning
-		setReady(&st.Conditions, v1alpha1.ConditionTrue, "Running", "domain "+req.Name+" is running", gen, now)
+
+	// Network: the address is recorded in status before anything uses it,
+	// so a crash cannot hand it to a second VM.
+	nic, netcfg, err := r.ensureAddress(ctx, vm, before)
+	if err != nil {
+		return Result{}, err
+	}
+	if nic != nil {
+		// ensureAddress may have written status; take a new baseline.
+		if before, err = statusJSON(vm); err != nil {
+			return Result{}, err
+		}
+	}
+
+	iso, err := r.ensureSeed(vm, netcfg, paths, &hist)
+	if err != nil {
+		return Result{}, err
+	}
+	caps, err := r.Driver.Capabilities(ctx)
+	if err != nil {
+		return Result{}, fmt.Errorf("reading host capabilities: %w", err)
+	}
+	spec, err := planDomain(vm, disks, nic, iso, paths, caps, r.DomainType)
+	if err != nil {
+		return r.failed(ctx, vm, before, "InvalidSpec", err)
+	}
+	if p, ok := r.Catalog.Profile(deref(vm.Spec.InstanceProfile)); ok {
+		st.Profile = p.Name
+	}
+	built, err := hypervisor.BuildDomain(spec)
+	if err != nil {
+		return r.failed(ctx, vm, before, "InvalidSpec", err)
+	}
+	if len(built.Warnings) > 0 {
+		setCondition(&st.Conditions, ConditionHostLimits, v1alpha1.ConditionTrue, "NotHonoured", strings.Join(built.Warnings, "; "), gen, now)
 	} else {
-		st.Phase = v1alpha1.PhaseStopped
-		setReady(&st.Conditions, v1alpha1.ConditionFalse, "Stopped", "domain "+req.Name+" is not running (runStrategy "+string(vm.Spec.RunStrategy)+")", gen, now)
+		v1alpha1.RemoveCondition(&st.Conditions, ConditionHostLimits)
 	}
+	xmlHash := hashString(built.XML)
+	if !obs.Exists || xmlHash != hist.DefinedHash {
+		if err := r.Driver.Define(ctx, built.XML); err != nil {
+			if errors.Is(err, errdefs.ErrNotImplemented) {
+				st.Phase = v1alpha1.PhasePending
+				setReady(&st.Conditions, v1alpha1.ConditionFalse, "NotImplemented", err.Error(), gen, now)
+				return Result{}, writeStatus(ctx, r.Store, vm, before)
+			}
+			return r.retry(ctx, vm, before, "DefineFailed", fmt.Errorf("defining domain %s: %w", spec.Name, err))
+		}
+		hist.DefinedHash = xmlHash
+		if err := saveHistory(paths.History, hist); err != nil {
+			return Result{}, err
+		}
+		if obs, err = r.Driver.State(ctx, st.DomainName); err != nil {
+			return Result{}, fmt.Errorf("observing domain %s: %w", st.DomainName, err)
+		}
+	}
+	return r.lifecycle(ctx, vm, before, paths, obs, hist, xmlHash)
+}
+
+// lifecycle applies the run strategy to the observed domain and writes
+// the resulting status.
+func (r *InstanceReconciler) lifecycle(ctx context.Context, vm *v1alpha1.VMInstance, before []byte, paths instancePaths,
+	obs hypervisor.DomainState, hist history, xmlHash string) (Result, error) {
+	st, gen, now, name := &vm.Status, vm.ObjectMeta.Generation, r.now(), vm.Status.DomainName
+	strategy := vm.Spec.RunStrategy
+	loaded := hist.clone()
+	hist.settle(strategy, obs, now)
+	req := requestOf(vm)
+	d := decide(strategy, obs, hist, req, now)
+	if d.Action != actBackoff {
+		hist.honour(req)
+	}
+	log := r.log().With("vm", vm.ObjectMeta.Namespace+"/"+vm.ObjectMeta.Name, "domain", name)
+	switch d.Action {
+	case actStop, actRestart:
+		st.Phase = v1alpha1.PhaseStopping
+		setReady(&st.Conditions, v1alpha1.ConditionFalse, "Stopping", d.Reason, gen, now)
+		if err := writeStatus(ctx, r.Store, vm, before); err != nil {
+			return Result{}, err
+		}
+		if err := saveHistory(paths.History, hist); err != nil {
+			return Result{}, err
+		}
+		log.Info("stopping domain", "reason", d.Reason)
+		if err := r.Driver.Shutdown(ctx, name, r.shutdownTimeout()); err != nil {
+			return Result{}, fmt.Errorf("stopping domain %s: %w", name, err)
+		}
+		if d.Action == actStop {
+			break
+		}
+		fallthrough
+	case actStart:
+		if d.Action == actStart && d.Restart {
+			st.RestartCount++
+		}
+		hist.recordStart(d, now)
+		hist.RunningHash = xmlHash
+		// Truncate the serial log so GuestReady reflects this boot only.
+		if err := truncate(paths.SerialLog); err != nil {
+			return Result{}, err
+		}
+		if err := saveHistory(paths.History, hist); err != nil {
+			return Result{}, err
+		}
+		log.Info("starting domain", "reason", d.Reason)
+		if err := r.Driver.Start(ctx, name); err != nil {
+			return r.retryFresh(ctx, vm, "StartFailed", fmt.Errorf("starting domain %s: %w", name, err))
+		}
+	default:
+		// Most passes change nothing: skip the fsync.
+		if !hist.equal(loaded) {
+			if err := saveHistory(paths.History, hist); err != nil {
+				return Result{}, err
+			}
+		}
+	}
+	obs, err := r.Driver.State(ctx, name)
+	if err != nil {
+		return Result{}, fmt.Errorf("observing domain %s: %w", name, err)
+	}
+	vm, before, err = r.fresh(ctx, vm)
+	if err != nil || vm == nil {
+		return Result{}, err
+	}
+	res := r.reportPhase(vm, obs, hist, d, paths, xmlHash, now)
+	return res, writeStatus(ctx, r.Store, vm, before)
+}
+
+// reportPhase sets phase and conditions from the observation after acting.
+func (r *InstanceReconciler) reportPhase(vm *v1alpha1.VMInstance, obs hypervisor.DomainState, hist history, d decision,
+	paths instancePaths, xmlHash string, now time.Time) Result {
+	st, gen, name := &vm.Status, vm.ObjectMeta.Generation, vm.Status.DomainName
+	var res Result
+	if hist.inBackoff(now) && !obs.Running {
+		setCondition(&st.Conditions, ConditionCrashLoopBackOff, v1alpha1.ConditionTrue, "BackOff",
+			fmt.Sprintf("%d restarts within %s; next restart in %s", len(hist.Restarts), crashLoopWindow, hist.BackoffUntil.Sub(now).Round(time.Second)), gen, now)
+	} else if hist.Backoff == 0 {
+		v1alpha1.RemoveCondition(&st.Conditions, ConditionCrashLoopBackOff)
+	}
+	switch {
+	case obs.Running && obs.State == "running":
+		st.Phase = v1alpha1.PhaseRunning
+		setReady(&st.Conditions, v1alpha1.ConditionTrue, "Running", "domain "+name+" is running", gen, now)
+	case obs.Running && obs.State == "shutdown":
+		st.Phase = v1alpha1.PhaseStopping
+		setReady(&st.Conditions, v1alpha1.ConditionFalse, "Stopping", "domain "+name+" is shutting down", gen, now)
+	case obs.Running:
+		st.Phase = v1alpha1.PhaseStarting
+		setReady(&st.Conditions, v1alpha1.ConditionFalse, "DomainState", "domain "+name+" is "+obs.State+" ("+obs.Reason+")", gen, now)
+	case d.Action == actBackoff:
+		st.Phase = v1alpha1.PhaseCrashLoopBackOff
+		setReady(&st.Conditions, v1alpha1.ConditionFalse, "CrashLoopBackOff", d.Reason, gen, now)
+		res.RequeueAfter = max(hist.BackoffUntil.Sub(now), time.Second)
+	case hist.Started && (vm.Spec.RunStrategy == v1alpha1.RunStrategyOnce || vm.Spec.RunStrategy == v1alpha1.RunStrategyRerunOnFailure) &&
+		failed(obs, hist) && hist.LastExit == hypervisor.ExitFailure:
+		st.Phase = v1alpha1.PhaseFailed
+		setReady(&st.Conditions, v1alpha1.ConditionFalse, "Failed", "domain "+name+" failed and runStrategy "+string(vm.Spec.RunStrategy)+" does not restart it", gen, now)
+	default:
+		st.Phase = v1alpha1.PhaseStopped
+		setReady(&st.Conditions, v1alpha1.ConditionFalse, "Stopped", "domain "+name+" is not running: "+d.Reason, gen, now)
+	}
+	if obs.Running && hist.RunningHash != "" && hist.RunningHash != xmlHash {
+		setCondition(&st.Conditions, ConditionRestartRequired, v1alpha1.ConditionTrue, "SpecChanged",
+			"the running guest uses an older definition; restart it to apply the spec", gen, now)
+	} else {
+		v1alpha1.RemoveCondition(&st.Conditions, ConditionRestartRequired)
+	}
+	switch {
+	case !obs.Running:
+		setCondition(&st.Conditions, ConditionGuestReady, v1alpha1.ConditionFalse, "NotRunning", "the domain is not running", gen, now)
+	case guestReady(paths.SerialLog, r.markers()):
+		setCondition(&st.Conditions, ConditionGuestReady, v1alpha1.ConditionTrue, "BootFinished", "the guest announced the end of its boot on the serial console", gen, now)
+	default:
+		setCondition(&st.Conditions, ConditionGuestReady, v1alpha1.ConditionFalse, "Booting", "waiting for the guest's boot-finished line on the serial console", gen, now)
+		// The serial log produces no event: look again shortly while a
+		// boot may still finish; a guest silent for longer (no cloud-init)
+		// is left to the periodic resync.
+		if hist.LastStart.IsZero() || now.Sub(hist.LastStart) < guestReadyPollFor {
+			res.RequeueAfter = guestReadyPoll
+		}
+	}
+	if obs.Running && !hist.LastStart.IsZero() && hist.Backoff > 0 {
+		// Clear the back-off once the domain has proved stable.
+		if wait := stableAfter - now.Sub(hist.LastStart); wait > 0 && (res.RequeueAfter == 0 || wait < res.RequeueAfter) {
+			res.RequeueAfter = wait + time.Second
+		}
+	}
+	return res
+}
+
+// failed records a permanent problem with the spec: no retry until it
+// changes.
+func (r *InstanceReconciler) failed(ctx context.Context, vm *v1alpha1.VMInstance, before []byte, reason string, err error) (Result, error) {
+	vm.Status.Phase = v1alpha1.PhaseFailed
+	setReady(&vm.Status.Conditions, v1alpha1.ConditionFalse, reason, err.Error(), vm.ObjectMeta.Generation, r.now())
 	return Result{}, writeStatus(ctx, r.Store, vm, before)
 }
 
-// plan resolves sizing and disks into a DomainRequest. A non-empty waiting
-// message means a disk is missing or not Ready yet.
-func (r *InstanceReconciler) plan(ctx context.Context, vm *v1alpha1.VMInstance) (hypervisor.DomainRequest, string, error) {
+// retry shows a transient error and returns it so the key backs off.
+func (r *InstanceReconciler) retry(ctx context.Context, vm *v1alpha1.VMInstance, before []byte, reason string, err error) (Result, error) {
+	setReady(&vm.Status.Conditions, v1alpha1.ConditionFalse, reason, err.Error(), vm.ObjectMeta.Generation, r.now())
+	if werr := writeStatus(ctx, r.Store, vm, before); werr != nil {
+		return Result{}, errors.Join(err, werr)
+	}
+	return Result{}, err
+}
+
+// retryFresh is retry after status may have been written already.
+func (r *InstanceReconciler) retryFresh(ctx context.Context, vm *v1alpha1.VMInstance, reason string, err error) (Result, error) {
+	vm, before, ferr := r.fresh(ctx, vm)
+	if ferr != nil || vm == nil {
+		return Result{}, errors.Join(err, ferr)
+	}
+	return r.retry(ctx, vm, before, reason, err)
+}
+
+// fresh re-reads vm keeping the status computed so far, so a status
+// written mid-reconcile (Stopping) does not make the final write conflict.
+func (r *InstanceReconciler) fresh(ctx context.Context, vm *v1alpha1.VMInstance) (*v1alpha1.VMInstance, []byte, error) {
+	obj, err := getObject(ctx, r.Store, Key{Kind: v1alpha1.KindVMInstance, Namespace: vm.ObjectMeta.Namespace, Name: vm.ObjectMeta.Name})
+	if err != nil || obj == nil {
+		return nil, nil, err
+	}
+	cur := obj.(*v1alpha1.VMInstance)
+	if cur.ObjectMeta.UID != vm.ObjectMeta.UID {
+		return nil, nil, nil
+	}
+	before, err := statusJSON(cur)
+	if err != nil {
+		return nil, nil, err
+	}
+	cur.CopyStatusFrom(vm)
+	return cur, before, nil
+}
+
+// adoptOrReplace handles a domain found without a history record: when its
+// metadata names this object it is adopted as it is; otherwise it belongs
+// to an earlier object of the same name (or to nobody) and is removed.
+func (r *InstanceReconciler) adoptOrReplace(ctx context.Context, vm *v1alpha1.VMInstance, obs hypervisor.DomainState) error {
+	name := vm.Status.DomainName
+	owner, err := r.Driver.Owner(ctx, name)
+	switch {
+	case err == nil && owner.UID == vm.ObjectMeta.UID:
+		r.log().Info("adopting domain", "domain", name, "running", obs.Running)
+		return nil
+	case err != nil && !errors.Is(err, errdefs.ErrNotFound):
+		return fmt.Errorf("reading owner of domain %s: %w", name, err)
+	}
+	r.log().Warn("replacing a domain that belongs to another object", "domain", name, "owner_uid", owner.UID, "uid", vm.ObjectMeta.UID)
+	return removeDomain(ctx, r.Driver, name, 0)
+}
+
+// removeDomain stops (gracefully when timeout > 0) and undefines name.
+func removeDomain(ctx context.Context, d hypervisor.Driver, name string, timeout time.Duration) error {
+	if timeout > 0 {
+		if err := d.Shutdown(ctx, name, timeout); err != nil {
+			return fmt.Errorf("stopping domain %s: %w", name, err)
+		}
+	}
+	if err := d.Destroy(ctx, name); err != nil {
+		return fmt.Errorf("destroying domain %s: %w", name, err)
+	}
+	if err := d.Undefine(ctx, name); err != nil {
+		return fmt.Errorf("undefining domain %s: %w", name, err)
+	}
+	return nil
+}
+
+// delete releases the domain and the instance directory, then lets the
+// object go.
+func (r *InstanceReconciler) delete(ctx context.Context, vm *v1alpha1.VMInstance, before []byte, paths instancePaths) error {
+	st := &vm.Status
+	st.Phase = v1alpha1.PhaseTerminating
+	if err := writeStatus(ctx, r.Store, vm, before); err != nil {
+		return err
+	}
+	// Only remove a domain that is ours: a same-named domain of a newer
+	// object cannot exist yet (the name is taken until the finalizer goes),
+	// but one without metadata is someone else's.
+	if owner, err := r.Driver.Owner(ctx, st.DomainName); err == nil && owner.UID == vm.ObjectMeta.UID {
+		if err := removeDomain(ctx, r.Driver, st.DomainName, r.shutdownTimeout()); err != nil {
+			return err
+		}
+	} else if err != nil && !errors.Is(err, errdefs.ErrNotFound) {
+		return fmt.Errorf("reading owner of domain %s: %w", st.DomainName, err)
+	}
+	if err := os.RemoveAll(paths.Dir); err != nil {
+		return fmt.Errorf("removing instance dir: %w", err)
+	}
+	// Drop the namespace directory when this was its last instance.
+	_ = os.Remove(filepath.Dir(paths.Dir))
+	return removeFinalizer(ctx, r.Store, vm)
+}
+
+// resolveDisks reads the VMDisks in boot order. A non-empty waiting message
+// means a disk is missing or not Ready yet.
+func (r *InstanceReconciler) resolveDisks(ctx context.Context, vm *v1alpha1.VMInstance) ([]hypervisor.DiskSpec, string, error) {
 	meta := &vm.ObjectMeta
-	req := hypervisor.DomainRequest{
-		Name:       hypervisor.DomainName(meta.Name),
-		UID:        meta.UID,
-		Generation: meta.Generation,
-		UUID:       vm.Status.UUID,
-		Running:    wantsRunning(vm.Spec.RunStrategy),
-	}
-	if it := deref(vm.Spec.InstanceType); it != "" {
-		info, ok := r.Catalog.InstanceType(it)
-		if !ok {
-			// Validation refuses unknown types; the catalogue may have
-			// shrunk since (older object, newer vmd).
-			return req, "", fmt.Errorf("instance type %q: %w", it, errdefs.ErrInvalid)
-		}
-		req.VCPUs, req.MemoryBytes = int(info.CPU), info.Memory
-		vm.Status.InstanceType = it
-	} else if res := vm.Spec.Resources; res != nil {
-		cores, _ := res.CPU.Bytes()
-		sockets, _ := res.Sockets.Bytes()
-		req.VCPUs = int(cores * sockets)
-		req.MemoryBytes = res.Memory.MustBytes()
-		vm.Status.InstanceType = "custom"
-	}
-	if p := deref(vm.Spec.InstanceProfile); p != "" {
-		if info, ok := r.Catalog.Profile(p); ok {
-			vm.Status.Profile = info.Name
-		}
-	}
+	var out []hypervisor.DiskSpec
 	for _, ref := range vm.Spec.Disks {
 		obj, err := r.Store.Get(ctx, v1alpha1.KindVMDisk, meta.Namespace, ref.Name)
 		if errors.Is(err, errdefs.ErrNotFound) {
-			return req, fmt.Sprintf("vmdisk %q does not exist", ref.Name), nil
+			return nil, fmt.Sprintf("vmdisk %q does not exist", ref.Name), nil
 		}
 		if err != nil {
-			return req, "", fmt.Errorf("reading vmdisk %s: %w", ref.Name, err)
+			return nil, "", fmt.Errorf("reading vmdisk %s: %w", ref.Name, err)
 		}
 		d := obj.(*v1alpha1.VMDisk)
 		if d.ObjectMeta.DeletionTimestamp != nil {
-			return req, fmt.Sprintf("vmdisk %q is being deleted", ref.Name), nil
+			return nil, fmt.Sprintf("vmdisk %q is being deleted", ref.Name), nil
 		}
 		if c := v1alpha1.FindCondition(d.Status.Conditions, v1alpha1.ConditionReady); c == nil || c.Status != v1alpha1.ConditionTrue {
 			msg := fmt.Sprintf("vmdisk %q is not Ready", ref.Name)
 			if c != nil && c.Reason != "" {
 				msg += " (" + c.Reason + ")"
 			}
-			return req, msg, nil
+			return nil, msg, nil
 		}
-		req.Disks = append(req.Disks, hypervisor.DomainDisk{
-			Path: d.Status.Path, Format: d.Status.Format, Bus: ref.Bus,
+		out = append(out, hypervisor.DiskSpec{
+			Path: d.Status.Path, Format: domainDiskFormat(d.Status.Format), Bus: hypervisor.DiskBus(ref.Bus),
 			Optical: d.Spec.Optical != nil && *d.Spec.Optical,
 		})
 	}
-	return req, "", nil
+	return out, "", nil
 }
 
-// wantsRunning maps a run strategy to "should the domain run now". Manual
-// and Once need the start/stop verbs and exit tracking of the lifecycle
-// work; until then Manual keeps the VM stopped and Once runs it.
-func wantsRunning(s v1alpha1.RunStrategy) bool {
-	switch s {
-	case v1alpha1.RunStrategyHalted, v1alpha1.RunStrategyManual:
-		return false
+// ensureAddress gives the VM its interim private address: the one in
+// status if still valid, else the lowest free one in the subnet, written to
+// status before it is used. It returns the NIC and the guest's
+// network-config, or nils when no interim network is configured.
+func (r *InstanceReconciler) ensureAddress(ctx context.Context, vm *v1alpha1.VMInstance, before []byte) (*hypervisor.NICSpec, *cloudinit.NetworkConfig, error) {
+	n := r.Network
+	if n.Bridge == "" {
+		return nil, nil, nil
 	}
-	return true
+	mac := network.MACFor(vm.ObjectMeta.UID).String()
+	addr, ok := privateAddress(vm, n.Subnet)
+	if !ok {
+		r.ipMu.Lock()
+		defer r.ipMu.Unlock()
+		used, err := r.usedAddresses(ctx, vm)
+		if err != nil {
+			return nil, nil, err
+		}
+		if addr, err = network.AllocateIP(n.Subnet, used); err != nil {
+			return nil, nil, err
+		}
+		setPrivateAddress(vm, addr, mac)
+		vm.Status.Phase = v1alpha1.PhaseProvisioning
+		if err := writeStatus(ctx, r.Store, vm, before); err != nil {
+			return nil, nil, err
+		}
+	} else {
+		setPrivateAddress(vm, addr, mac)
+	}
+	return &hypervisor.NICSpec{MAC: mac, Bridge: n.Bridge}, guestNetwork(mac, addr, n.Subnet), nil
+}
+
+// privateAddress returns the VM's recorded private address when it lies
+// in subnet.
+func privateAddress(vm *v1alpha1.VMInstance, subnet netip.Prefix) (netip.Addr, bool) {
+	for _, a := range vm.Status.Addresses {
+		if a.Type != AddressTypePrivate {
+			continue
+		}
+		if ip, err := netip.ParseAddr(a.Address); err == nil && subnet.Contains(ip) && !network.IsReservedInSubnet(subnet, ip) {
+			return ip, true
+		}
+	}
+	return netip.Addr{}, false
+}
+
+func setPrivateAddress(vm *v1alpha1.VMInstance, addr netip.Addr, mac string) {
+	out := []v1alpha1.Address{{Type: AddressTypePrivate, Address: addr.String(), MAC: mac}}
+	for _, a := range vm.Status.Addresses {
+		if a.Type != AddressTypePrivate {
+			out = append(out, a)
+		}
+	}
+	vm.Status.Addresses = out
+}
+
+// usedAddresses lists the private addresses recorded by every other
+// VMInstance.
+func (r *InstanceReconciler) usedAddresses(ctx context.Context, vm *v1alpha1.VMInstance) ([]netip.Addr, error) {
+	objs, _, err := r.Store.List(ctx, v1alpha1.KindVMInstance, "")
+	if err != nil {
+		return nil, fmt.Errorf("listing vminstances: %w", err)
+	}
+	var used []netip.Addr
+	for _, o := range objs {
+		other := o.(*v1alpha1.VMInstance)
+		if other.ObjectMeta.UID == vm.ObjectMeta.UID {
+			continue
+		}
+		for _, a := range other.Status.Addresses {
+			if ip, err := netip.ParseAddr(a.Address); err == nil && a.Type == AddressTypePrivate {
+				used = append(used, ip)
+			}
+		}
+	}
+	return used, nil
+}
+
+// guestNetwork is the netplan v2 config that gives the NIC with mac its
+// static address; the host (gateway) also answers DNS.
+func guestNetwork(mac string, addr netip.Addr, subnet netip.Prefix) *cloudinit.NetworkConfig {
+	gw := network.GatewayFor(subnet)
+	acceptRA := false
+	return &cloudinit.NetworkConfig{Ethernets: map[string]cloudinit.Ethernet{
+		"eth0": {
+			Match:       &cloudinit.Match{MACAddress: mac},
+			SetName:     "eth0",
+			AcceptRA:    &acceptRA,
+			Addresses:   []netip.Prefix{netip.PrefixFrom(addr, subnet.Bits())},
+			Routes:      []cloudinit.Route{cloudinit.DefaultRoute(gw)},
+			Nameservers: &cloudinit.Nameservers{Addresses: []netip.Addr{gw}},
+		},
+	}}
+}
+
+// ensureSeed writes cidata.iso when the seed changed (atomically, so a
+// running guest's next boot never sees half a file) and returns its path,
+// or "" when the VM needs no seed.
+func (r *InstanceReconciler) ensureSeed(vm *v1alpha1.VMInstance, netcfg *cloudinit.NetworkConfig, paths instancePaths, hist *history) (string, error) {
+	seed := cloudinit.SeedFor(vm, netcfg)
+	seed.InstanceID = vm.Status.UUID
+	if !seed.Needed() {
+		if err := os.Remove(paths.ISO); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return "", fmt.Errorf("removing seed: %w", err)
+		}
+		hist.SeedHash = ""
+		return "", nil
+	}
+	h := seed.Hash()
+	if _, err := os.Stat(paths.ISO); err == nil && h == hist.SeedHash {
+		return paths.ISO, nil
+	}
+	if err := cloudinit.WriteISOFile(paths.ISO, seed); err != nil {
+		return "", fmt.Errorf("writing seed: %w", err)
+	}
+	hist.SeedHash = h
+	return paths.ISO, saveHistory(paths.History, *hist)
+}
+
+// planDomain is the pure translation of a VMInstance, its resolved disks,
+// NIC and seed, the host's capabilities and the instance's paths into the
+// domain builder's input.
+func planDomain(vm *v1alpha1.VMInstance, disks []hypervisor.DiskSpec, nic *hypervisor.NICSpec, iso string,
+	paths instancePaths, caps hypervisor.HostCapabilities, domainType string) (hypervisor.DomainSpec, error) {
+	meta := &vm.ObjectMeta
+	spec := hypervisor.DomainSpec{
+		Name: hypervisor.DomainName(meta.Name), UUID: vm.Status.UUID,
+		Namespace: meta.Namespace, VMName: meta.Name, UID: meta.UID, Generation: meta.Generation,
+		Type: domainType, CPUModel: vm.Spec.CPUModel,
+		Disks: disks, CloudInitISO: iso,
+		SerialLogPath: paths.SerialLog, VNCSocket: paths.VNCSocket, NVRAMPath: paths.NVRAM,
+	}
+	if nic != nil {
+		spec.NICs = []hypervisor.NICSpec{*nic}
+	}
+	if name := deref(vm.Spec.InstanceType); name != "" {
+		it, ok := hypervisor.LookupInstanceType(name)
+		if !ok {
+			return spec, fmt.Errorf("instance type %q: %w", name, errdefs.ErrInvalid)
+		}
+		spec.InstanceType = &it
+		vm.Status.InstanceType = name
+		if it.Hugepages != "" {
+			spec.HugepagesAvailable = caps.HasHugepages(hugepageKiB(it.Hugepages))
+		}
+	} else if res := vm.Spec.Resources; !res.IsEmpty() {
+		cores, err := res.CPU.Bytes()
+		if err != nil {
+			return spec, fmt.Errorf("resources.cpu: %w", err)
+		}
+		sockets, err := res.Sockets.Bytes()
+		if err != nil {
+			return spec, fmt.Errorf("resources.sockets: %w", err)
+		}
+		mem, err := res.Memory.Bytes()
+		if err != nil {
+			return spec, fmt.Errorf("resources.memory: %w", err)
+		}
+		spec.Sockets, spec.Cores = int(max(sockets, 1)), int(max(cores, 1))
+		spec.VCPUs, spec.MemoryBytes = spec.Sockets*spec.Cores, mem
+		vm.Status.InstanceType = "custom"
+	}
+	if name := deref(vm.Spec.InstanceProfile); name != "" {
+		p, ok := hypervisor.LookupProfile(name)
+		if !ok {
+			return spec, fmt.Errorf("instance profile %q: %w", name, errdefs.ErrInvalid)
+		}
+		spec.Profile = &p
+	}
+	return spec, nil
+}
+
+// domainDiskFormat maps a VMDisk's reported format to the image driver
+// QEMU opens it with: an ISO image is a flat file, opened raw. Any other
+// format is passed through for BuildDomain to refuse; guessing would let a
+// guest-written header choose how the host parses the file.
+func domainDiskFormat(f string) string {
+	if f == "iso" {
+		return hypervisor.DiskFormatRaw
+	}
+	return f
+}
+
+func hugepageKiB(size string) uint64 {
+	switch size {
+	case hypervisor.Hugepages1Gi:
+		return 1 << 20
+	case hypervisor.Hugepages2Mi:
+		return 2 << 10
+	}
+	return 0
+}
+
+func (r *InstanceReconciler) markers() [][]string {
+	if r.GuestReadyMarkers != nil {
+		return r.GuestReadyMarkers
+	}
+	return [][]string{DefaultGuestReadyMarkers}
+}
+
+func (r *InstanceReconciler) shutdownTimeout() time.Duration {
+	if r.ShutdownTimeout > 0 {
+		return r.ShutdownTimeout
+	}
+	return 60 * time.Second
+}
+
+func (r *InstanceReconciler) log() *slog.Logger {
+	if r.Log != nil {
+		return r.Log
+	}
+	return slog.New(slog.DiscardHandler)
 }
 
 func (r *InstanceReconciler) now() time.Time {
@@ -176,6 +726,98 @@ func deref(s *string) string {
 		return ""
 	}
 	return *s
+}
+
+func hashString(s string) string {
+	sum := sha256.Sum256([]byte(s))
+	return hex.EncodeToString(sum[:])
+}
+
+// loadHistory reads lifecycle.json; a missing file is an empty history.
+func loadHistory(path string) (history, error) {
+	var h history
+	b, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return h, nil
+	}
+	if err != nil {
+		return h, fmt.Errorf("reading lifecycle history: %w", err)
+	}
+	if err := json.Unmarshal(b, &h); err != nil {
+		// A torn or foreign file must not wedge the VM: start afresh.
+		return history{}, nil
+	}
+	return h, nil
+}
+
+// saveHistory writes lifecycle.json atomically (temp file, fsync, rename).
+func saveHistory(path string, h history) error {
+	b, err := json.Marshal(h)
+	if err != nil {
+		return fmt.Errorf("encoding lifecycle history: %w", err)
+	}
+	tmp := path + ".tmp"
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return fmt.Errorf("writing lifecycle history: %w", err)
+	}
+	_, err = f.Write(b)
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp, path)
+	}
+	if err != nil {
+		_ = os.Remove(tmp)
+		return fmt.Errorf("writing lifecycle history: %w", err)
+	}
+	return nil
+}
+
+// setCondition sets a condition of type typ.
+func setCondition(conds *[]v1alpha1.Condition, typ string, status v1alpha1.ConditionStatus, reason, msg string, gen int64, now time.Time) {
+	v1alpha1.SetCondition(conds, v1alpha1.Condition{
+		Type: typ, Status: status, Reason: reason, Message: msg, ObservedGeneration: gen,
+	}, now)
+}
+
+// guestReady reports whether a line of the serial log contains every
+// string of one of the markers. The log is read whole: it is truncated at
+// every boot, and a boot's console output is small.
+func guestReady(serialLog string, markers [][]string) bool {
+	b, err := os.ReadFile(serialLog)
+	if err != nil {
+		return false
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		for _, m := range markers {
+			if len(m) > 0 && containsAll(line, m) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+func containsAll(s string, subs []string) bool {
+	for _, sub := range subs {
+		if !strings.Contains(s, sub) {
+			return false
+		}
+	}
+	return true
+}
+
+// truncate empties path if it exists.
+func truncate(path string) error {
+	if err := os.Truncate(path, 0); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("truncating serial log: %w", err)
+	}
+	return nil
 }
 
 // InstancesOfDisk maps a disk change to the instances in its namespace

@@ -16,6 +16,10 @@
 //	DELETE B/namespaces/:ns/:plural/:name     delete (?dryRun=All, resourceVersion precondition)
 //	PUT    B/namespaces/:ns/vmdisks/:name/upload
 //	                                          stream the data of an upload{} disk (octet-stream)
+//	POST   B/namespaces/:ns/vminstances/:name/{start,stop,restart}
+//	                                          power request recorded as annotations; answers the object
+//	GET    B/events, B/namespaces/:ns/events  recorded events, least recently seen first
+//	                                          (?fieldSelector=involvedObject.kind=K,involvedObject.name=N)
 //	GET    /apis/vmd.cozystack.io/v1/images   golden images in the cache (?all=true: whole catalogue)
 //	POST   /apis/vmd.cozystack.io/v1/images/:name/pull
 //	                                          download into the cache, NDJSON progress stream
@@ -119,6 +123,9 @@ type Options struct {
 	// Images is the golden-image cache behind the images API; nil
 	// answers 501 NotImplemented.
 	Images storage.Images
+	// Events lists the recorded object events (the events routes); nil
+	// answers 501 NotImplemented.
+	Events EventLister
 }
 
 // Server serves the API over any net.Listener (normally ListenUnix).
@@ -186,6 +193,11 @@ func New(svc Service, opts Options) *Server {
 	// Any :plural matches so other kinds get a clear "no upload
 	// subresource" rather than a bare 404.
 	e.PUT(base+"/namespaces/:ns/:plural/:name/upload", s.upload)
+	e.POST(base+"/namespaces/:ns/:plural/:name/:action", s.power)
+
+	// Static segments win over :plural in echo's router.
+	e.GET(base+"/events", s.listEvents)
+	e.GET(base+"/namespaces/:ns/events", s.listEvents)
 
 	e.GET(ImagesPath, s.listImages)
 	e.POST(ImagesPath+"/:name/pull", s.pullImage)

@@ -33,6 +33,8 @@ func (s *Server) routes() http.Handler {
 	mux.HandleFunc("PATCH "+apiPrefix+"/namespaces/{ns}/{plural}/{name}", s.apply)
 	mux.HandleFunc("DELETE "+apiPrefix+"/namespaces/{ns}/{plural}/{name}", s.delete)
 	mux.HandleFunc("PUT "+apiPrefix+"/namespaces/{ns}/{plural}/{name}/upload", s.upload)
+	mux.HandleFunc("GET "+apiPrefix+"/events", s.listEvents)
+	mux.HandleFunc("GET "+apiPrefix+"/namespaces/{ns}/events", s.listEvents)
 	mux.HandleFunc("GET "+imagesPrefix, s.listImages)
 	mux.HandleFunc("POST "+imagesPrefix+"/{name}/pull", s.pullImage)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {

@@ -69,6 +69,7 @@ type Server struct {
 	nextUID   int
 	uploads   map[key][]byte
 	images    map[string]client.Image // the catalogue; Ready ones are cached
+	objEvents []v1alpha1.Event        // object events (AddEvent), not watch events
 }
 
 type key struct {

@@ -1,59 +1,272 @@
 // Package hypervisortest provides a stateful in-memory hypervisor.Driver
-// for tests: domains are defined, started, stopped and undefined as a real
-// hypervisor would, and tests can crash them.
+// for tests: domains are defined, started, stopped and undefined as libvirt
+// does it (same idempotency, same state and reason words, same events), and
+// tests can crash them or make the guest power off.
 package hypervisortest
 
 import (
 	"context"
+	"fmt"
+	"slices"
 	"sync"
+	"time"
 
+	"libvirt.org/go/libvirtxml"
+
+	"github.com/vmdhq/vmd/internal/errdefs"
 	"github.com/vmdhq/vmd/internal/hypervisor"
 )
 
-// Fake keeps domains in memory, keyed by name.
+// Fake keeps domains in memory, keyed by name. Its zero value is not
+// usable; call New.
 type Fake struct {
 	mu      sync.Mutex
 	domains map[string]*Domain
-	// Err, when set, is returned by every EnsureDomain.
+	events  chan hypervisor.Event
+	// Err, when set, is returned by every mutating call.
 	Err error
+	// Caps is what Capabilities reports.
+	Caps hypervisor.HostCapabilities
+	// IgnoreACPI makes guests ignore the power button, so Shutdown has to
+	// fall back to destroying them.
+	IgnoreACPI bool
 }
 
 // Domain is a fake domain.
 type Domain struct {
-	Request hypervisor.DomainRequest
-	Running bool
-	// Starts counts how often the domain was started.
-	Starts int
+	Name  string
+	XML   string
+	Owner hypervisor.DomainOwner
+	// Running, State and Reason are what State reports.
+	Running       bool
+	State, Reason string
+	// Starts counts boots; Defines counts Define calls.
+	Starts, Defines int
 }
 
-// New returns an empty Fake.
-func New() *Fake { return &Fake{domains: map[string]*Domain{}} }
+// New returns an empty Fake whose Events channel buffers 256 events (the
+// oldest are dropped when nobody reads, as a real adapter would).
+func New() *Fake {
+	return &Fake{domains: map[string]*Domain{}, events: make(chan hypervisor.Event, 256)}
+}
 
-// EnsureDomain implements hypervisor.Driver.
-func (f *Fake) EnsureDomain(_ context.Context, req hypervisor.DomainRequest) (hypervisor.DomainState, error) {
+func (f *Fake) emit(d *Domain, typ hypervisor.EventType, detail string, failure bool) {
+	ev := hypervisor.Event{Name: d.Name, UID: d.Owner.UID, Type: typ, Detail: detail, Failure: failure}
+	select {
+	case f.events <- ev:
+	default:
+	}
+}
+
+// Define implements hypervisor.Driver.
+func (f *Fake) Define(_ context.Context, domainXML string) error {
+	name, err := domainName(domainXML)
+	if err != nil {
+		return fmt.Errorf("defining domain: %w", errdefs.ErrInvalid)
+	}
+	owner, _, err := hypervisor.ReadDomainOwner(domainXML)
+	if err != nil {
+		return fmt.Errorf("defining domain: %w: %w", errdefs.ErrInvalid, err)
+	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.Err != nil {
-		return hypervisor.DomainState{}, f.Err
+		return f.Err
 	}
-	d, ok := f.domains[req.Name]
+	d, ok := f.domains[name]
+	detail := "updated"
 	if !ok {
-		d = &Domain{}
-		f.domains[req.Name] = d
+		d = &Domain{Name: name, State: "shutoff", Reason: "unknown"}
+		f.domains[name] = d
+		detail = "added"
 	}
-	d.Request = req
-	if req.Running && !d.Running {
-		d.Starts++
-	}
-	d.Running = req.Running
-	return hypervisor.DomainState{Exists: true, Running: d.Running}, nil
+	d.XML, d.Owner = domainXML, owner
+	d.Defines++
+	f.emit(d, hypervisor.EventDefined, detail, false)
+	return nil
 }
 
-// DeleteDomain implements hypervisor.Driver.
-func (f *Fake) DeleteDomain(_ context.Context, name string) error {
+// Start implements hypervisor.Driver.
+func (f *Fake) Start(_ context.Context, name string) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	if f.Err != nil {
+		return f.Err
+	}
+	d, ok := f.domains[name]
+	if !ok {
+		return fmt.Errorf("starting domain %s: %w", name, errdefs.ErrNotFound)
+	}
+	if d.Running {
+		return nil
+	}
+	d.Running, d.State, d.Reason = true, "running", "booted"
+	d.Starts++
+	f.emit(d, hypervisor.EventStarted, "booted", false)
+	return nil
+}
+
+// Shutdown implements hypervisor.Driver: the guest powers off at once
+// unless IgnoreACPI, in which case the domain is destroyed (the timeout
+// is not waited for).
+func (f *Fake) Shutdown(_ context.Context, name string, _ time.Duration) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.Err != nil {
+		return f.Err
+	}
+	d, ok := f.domains[name]
+	if !ok || !d.Running {
+		return nil
+	}
+	if f.IgnoreACPI {
+		f.stop(d, "destroyed", false)
+	} else {
+		f.stop(d, "shutdown", false)
+	}
+	return nil
+}
+
+// Destroy implements hypervisor.Driver.
+func (f *Fake) Destroy(_ context.Context, name string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.Err != nil {
+		return f.Err
+	}
+	if d, ok := f.domains[name]; ok && d.Running {
+		f.stop(d, "destroyed", false)
+	}
+	return nil
+}
+
+func (f *Fake) stop(d *Domain, reason string, failure bool) {
+	d.Running, d.State, d.Reason = false, "shutoff", reason
+	f.emit(d, hypervisor.EventStopped, reason, failure)
+}
+
+// Undefine implements hypervisor.Driver. Like libvirt, undefining a
+// running domain leaves it running (transient); the fake refuses that to
+// catch callers that forget to stop first.
+func (f *Fake) Undefine(_ context.Context, name string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.Err != nil {
+		return f.Err
+	}
+	d, ok := f.domains[name]
+	if !ok {
+		return nil
+	}
+	if d.Running {
+		return fmt.Errorf("undefining running domain %s: %w", name, errdefs.ErrConflict)
+	}
 	delete(f.domains, name)
+	f.emit(d, hypervisor.EventUndefined, "removed", false)
+	return nil
+}
+
+// State implements hypervisor.Driver.
+func (f *Fake) State(_ context.Context, name string) (hypervisor.DomainState, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	d, ok := f.domains[name]
+	if !ok {
+		return hypervisor.DomainState{}, nil
+	}
+	return hypervisor.DomainState{Exists: true, Running: d.Running, State: d.State, Reason: d.Reason}, nil
+}
+
+// Owner implements hypervisor.Driver.
+func (f *Fake) Owner(_ context.Context, name string) (hypervisor.DomainOwner, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	d, ok := f.domains[name]
+	if !ok || d.Owner.UID == "" {
+		return hypervisor.DomainOwner{}, fmt.Errorf("reading owner of %s: %w", name, errdefs.ErrNotFound)
+	}
+	return d.Owner, nil
+}
+
+// List implements hypervisor.Driver: domains with owner metadata, by name.
+func (f *Fake) List(context.Context) ([]hypervisor.DomainInfo, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var out []hypervisor.DomainInfo
+	for _, d := range f.domains {
+		if d.Owner.UID == "" {
+			continue
+		}
+		out = append(out, hypervisor.DomainInfo{Name: d.Name, Owner: d.Owner, Running: d.Running, State: d.State, Reason: d.Reason})
+	}
+	slices.SortFunc(out, func(a, b hypervisor.DomainInfo) int {
+		switch {
+		case a.Name < b.Name:
+			return -1
+		case a.Name > b.Name:
+			return 1
+		}
+		return 0
+	})
+	return out, nil
+}
+
+// Events implements hypervisor.Driver.
+func (f *Fake) Events() <-chan hypervisor.Event { return f.events }
+
+// Capabilities implements hypervisor.Driver.
+func (f *Fake) Capabilities(context.Context) (hypervisor.HostCapabilities, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.Caps, nil
+}
+
+// Crash kills the named domain's qemu as kill -9 would: shut off with
+// reason "failed" and a Failure event. It reports whether it was running.
+func (f *Fake) Crash(name string) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	d, ok := f.domains[name]
+	if !ok || !d.Running {
+		return false
+	}
+	f.stop(d, "failed", true)
+	return true
+}
+
+// PowerOff makes the guest shut itself down (reason "shutdown"). It
+// reports whether it was running.
+func (f *Fake) PowerOff(name string) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	d, ok := f.domains[name]
+	if !ok || !d.Running {
+		return false
+	}
+	f.stop(d, "shutdown", false)
+	return true
+}
+
+// HostReboot shuts every domain off the way a host reboot leaves them
+// (reason "unknown", no events: vmd was down too).
+func (f *Fake) HostReboot() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for _, d := range f.domains {
+		d.Running, d.State, d.Reason = false, "shutoff", "unknown"
+	}
+}
+
+// Put inserts a domain as if a previous vmd (or someone else) had defined
+// it; its owner is read from xml.
+func (f *Fake) Put(domainXML string, running bool) error {
+	if err := f.Define(context.Background(), domainXML); err != nil {
+		return err
+	}
+	name, _ := domainName(domainXML)
+	if running {
+		return f.Start(context.Background(), name)
+	}
 	return nil
 }
 
@@ -73,4 +286,16 @@ func (f *Fake) Len() int {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return len(f.domains)
+}
+
+// domainName reads <name> from a domain XML.
+func domainName(domainXML string) (string, error) {
+	var dom libvirtxml.Domain
+	if err := dom.Unmarshal(domainXML); err != nil {
+		return "", err
+	}
+	if dom.Name == "" {
+		return "", fmt.Errorf("domain xml has no name")
+	}
+	return dom.Name, nil
 }

@@ -1,0 +1,392 @@
+package controller
+
+import (
+	"context"
+	"errors"
+	"io/fs"
+	"log/slog"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/vmdhq/vmd/api/v1alpha1"
+	"github.com/vmdhq/vmd/internal/cloudinit"
+	"github.com/vmdhq/vmd/internal/hypervisor"
+)
+
+// clock is a settable test clock.
+type clock struct{ t time.Time }
+
+func (c *clock) now() time.Time { return c.t }
+
+func (f *fixture) mustReconcileVM(name string) Result {
+	f.t.Helper()
+	res, err := f.reconcile(f.vms, v1alpha1.KindVMInstance, name)
+	if err != nil {
+		f.t.Fatalf("reconcile %s: %v", name, err)
+	}
+	return res
+}
+
+func (f *fixture) annotate(name string, kv ...string) {
+	f.t.Helper()
+	vm := f.vm(name)
+	if vm.ObjectMeta.Annotations == nil {
+		vm.ObjectMeta.Annotations = map[string]string{}
+	}
+	for i := 0; i < len(kv); i += 2 {
+		vm.ObjectMeta.Annotations[kv[i]] = kv[i+1]
+	}
+	if err := f.store.Update(context.Background(), vm); err != nil {
+		f.t.Fatal(err)
+	}
+}
+
+func (f *fixture) setStrategy(name string, s v1alpha1.RunStrategy) {
+	f.t.Helper()
+	vm := f.vm(name)
+	vm.Spec.RunStrategy, vm.Spec.Running = s, nil
+	if err := f.store.Update(context.Background(), vm); err != nil {
+		f.t.Fatal(err)
+	}
+}
+
+func condition(vm *v1alpha1.VMInstance, typ string) v1alpha1.ConditionStatus {
+	if c := v1alpha1.FindCondition(vm.Status.Conditions, typ); c != nil {
+		return c.Status
+	}
+	return ""
+}
+
+func TestAlwaysRestartsAfterCrashAndBacksOff(t *testing.T) {
+	f := newFixture(t)
+	clk := &clock{t: t0}
+	f.vms.Now = clk.now
+	f.createVM("web", v1alpha1.VMInstanceSpec{})
+	f.mustReconcileVM("web")
+	const dom = "vm-instance-web"
+	for i := 1; i <= crashLoopRestarts; i++ {
+		clk.t = clk.t.Add(time.Second)
+		if !f.domains.Crash(dom) {
+			t.Fatalf("crash %d: domain not running", i)
+		}
+		f.mustReconcileVM("web")
+		if d, _ := f.domains.Get(dom); !d.Running || d.Starts != i+1 {
+			t.Fatalf("after crash %d: running=%v starts=%d", i, d.Running, d.Starts)
+		}
+	}
+	vm := f.vm("web")
+	if vm.Status.RestartCount != crashLoopRestarts || vm.Status.Phase != v1alpha1.PhaseRunning {
+		t.Fatalf("restartCount %d phase %s", vm.Status.RestartCount, vm.Status.Phase)
+	}
+	// The next crash is held back.
+	clk.t = clk.t.Add(time.Second)
+	f.domains.Crash(dom)
+	res := f.mustReconcileVM("web")
+	vm = f.vm("web")
+	if d, _ := f.domains.Get(dom); d.Running {
+		t.Fatal("restarted during back-off")
+	}
+	if vm.Status.Phase != v1alpha1.PhaseCrashLoopBackOff || condition(vm, ConditionCrashLoopBackOff) != v1alpha1.ConditionTrue {
+		t.Fatalf("phase %s conditions %+v", vm.Status.Phase, vm.Status.Conditions)
+	}
+	if res.RequeueAfter <= 0 || res.RequeueAfter > backoffInitial {
+		t.Fatalf("requeue after %s", res.RequeueAfter)
+	}
+	clk.t = clk.t.Add(backoffInitial)
+	f.mustReconcileVM("web")
+	if d, _ := f.domains.Get(dom); !d.Running {
+		t.Fatal("not restarted after the back-off")
+	}
+	// A stable run clears the back-off.
+	clk.t = clk.t.Add(stableAfter)
+	f.mustReconcileVM("web")
+	if c := condition(f.vm("web"), ConditionCrashLoopBackOff); c != "" {
+		t.Fatalf("CrashLoopBackOff still %s after a stable run", c)
+	}
+}
+
+func TestRunStrategyTransitions(t *testing.T) {
+	f := newFixture(t)
+	const dom = "vm-instance-web"
+	f.createVM("web", v1alpha1.VMInstanceSpec{RunStrategy: v1alpha1.RunStrategyRerunOnFailure})
+	f.mustReconcileVM("web")
+	f.domains.PowerOff(dom)
+	f.mustReconcileVM("web")
+	if d, _ := f.domains.Get(dom); d.Running {
+		t.Fatal("RerunOnFailure restarted a guest that powered off")
+	}
+	if vm := f.vm("web"); vm.Status.Phase != v1alpha1.PhaseStopped {
+		t.Fatalf("phase %s", vm.Status.Phase)
+	}
+	f.setStrategy("web", v1alpha1.RunStrategyAlways)
+	f.mustReconcileVM("web")
+	if d, _ := f.domains.Get(dom); !d.Running {
+		t.Fatal("Always did not start it")
+	}
+	f.setStrategy("web", v1alpha1.RunStrategyHalted)
+	f.mustReconcileVM("web")
+	if d, _ := f.domains.Get(dom); d.Running || d.Reason != "shutdown" {
+		t.Fatalf("Halted: running=%v reason=%s (want a graceful shutdown)", d.Running, d.Reason)
+	}
+	if vm := f.vm("web"); vm.Status.Phase != v1alpha1.PhaseStopped || condition(vm, v1alpha1.ConditionReady) != v1alpha1.ConditionFalse {
+		t.Fatalf("phase %s", vm.Status.Phase)
+	}
+	f.setStrategy("web", v1alpha1.RunStrategyOnce)
+	f.mustReconcileVM("web")
+	f.domains.Crash(dom)
+	f.mustReconcileVM("web")
+	if d, _ := f.domains.Get(dom); d.Running || d.Starts != 3 {
+		t.Fatalf("Once: running=%v starts=%d", d.Running, d.Starts)
+	}
+	if vm := f.vm("web"); vm.Status.Phase != v1alpha1.PhaseFailed {
+		t.Fatalf("Once after a crash: phase %s", vm.Status.Phase)
+	}
+}
+
+func TestManualFollowsRequests(t *testing.T) {
+	f := newFixture(t)
+	const dom = "vm-instance-web"
+	f.createVM("web", v1alpha1.VMInstanceSpec{RunStrategy: v1alpha1.RunStrategyManual})
+	f.mustReconcileVM("web")
+	if d, ok := f.domains.Get(dom); !ok || d.Running {
+		t.Fatalf("Manual: defined=%v running=%v", ok, d.Running)
+	}
+	f.annotate("web", AnnotationRequestedState, RequestedRunning, AnnotationRequestedAt, "2026-01-01T00:00:01Z")
+	f.mustReconcileVM("web")
+	if d, _ := f.domains.Get(dom); !d.Running {
+		t.Fatal("start request not honoured")
+	}
+	f.domains.Crash(dom)
+	f.mustReconcileVM("web")
+	if d, _ := f.domains.Get(dom); d.Running {
+		t.Fatal("Manual restarted after a crash")
+	}
+	f.annotate("web", AnnotationRestartRequestedAt, "2026-01-01T00:00:02Z")
+	f.mustReconcileVM("web")
+	f.mustReconcileVM("web")
+	if d, _ := f.domains.Get(dom); !d.Running || d.Starts != 2 {
+		t.Fatalf("restart request: running=%v starts=%d", d.Running, d.Starts)
+	}
+	f.annotate("web", AnnotationRequestedState, RequestedStopped, AnnotationRequestedAt, "2026-01-01T00:00:03Z")
+	f.mustReconcileVM("web")
+	if d, _ := f.domains.Get(dom); d.Running {
+		t.Fatal("stop request not honoured")
+	}
+}
+
+func TestSeedAndAddress(t *testing.T) {
+	f := newFixture(t)
+	f.vms.Network = InterimNetwork{Bridge: "br0", Subnet: netip.MustParsePrefix("10.77.0.0/24")}
+	f.createVM("a", v1alpha1.VMInstanceSpec{SSHKeys: []string{"ssh-ed25519 AAAA a@b"}})
+	f.createVM("b", v1alpha1.VMInstanceSpec{})
+	f.mustReconcileVM("a")
+	f.mustReconcileVM("b")
+	a, b := f.vm("a"), f.vm("b")
+	if len(a.Status.Addresses) != 1 || a.Status.Addresses[0].Address != "10.77.0.2" ||
+		len(b.Status.Addresses) != 1 || b.Status.Addresses[0].Address != "10.77.0.3" {
+		t.Fatalf("addresses a=%+v b=%+v", a.Status.Addresses, b.Status.Addresses)
+	}
+	dom, _ := f.domains.Get("vm-instance-a")
+	x := parseDomain(t, dom.XML)
+	if len(x.Devices.Interfaces) != 1 || x.Devices.Interfaces[0].MAC.Address != a.Status.Addresses[0].MAC ||
+		x.Devices.Interfaces[0].Source.Bridge.Bridge != "br0" {
+		t.Fatalf("interfaces %+v", x.Devices.Interfaces)
+	}
+	iso := filepath.Join(f.vms.InstancesDir, "default", "a", "cidata.iso")
+	files := readISO(t, iso)
+	if !strings.Contains(string(files["meta-data"]), a.Status.UUID) ||
+		!strings.Contains(string(files["network-config"]), "10.77.0.2/24") ||
+		!strings.Contains(string(files["network-config"]), a.Status.Addresses[0].MAC) {
+		t.Fatalf("seed: %q / %q", files["meta-data"], files["network-config"])
+	}
+	// An unchanged seed is not rewritten; a changed one is.
+	st1, _ := os.Stat(iso)
+	f.mustReconcileVM("a")
+	if st2, _ := os.Stat(iso); !st2.ModTime().Equal(st1.ModTime()) || !os.SameFile(st1, st2) {
+		t.Fatal("unchanged seed rewritten")
+	}
+	defines := dom.Defines
+	vm := f.vm("a")
+	vm.Spec.CloudInit = "#cloud-config\nruncmd: [true]\n"
+	if err := f.store.Update(context.Background(), vm); err != nil {
+		t.Fatal(err)
+	}
+	f.mustReconcileVM("a")
+	if files := readISO(t, iso); !strings.Contains(string(files["user-data"]), "runcmd") {
+		t.Fatalf("edited cloudInit not in the seed: %q", files["user-data"])
+	}
+	if d, _ := f.domains.Get("vm-instance-a"); d.Defines != defines+1 || d.Starts != 1 {
+		t.Fatalf("redefine on generation change: defines %d->%d starts %d", defines, d.Defines, d.Starts)
+	}
+	if c := condition(f.vm("a"), ConditionRestartRequired); c != v1alpha1.ConditionTrue {
+		t.Fatalf("RestartRequired = %q", c)
+	}
+}
+
+func readISO(t *testing.T, path string) map[string][]byte {
+	t.Helper()
+	fh, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fh.Close()
+	files, _, err := cloudinit.ReadISO(fh)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return files
+}
+
+func TestDeleteRemovesDomainAndDir(t *testing.T) {
+	f := newFixture(t)
+	f.createVM("web", v1alpha1.VMInstanceSpec{SSHKeys: []string{"ssh-ed25519 AAAA a@b"}})
+	f.mustReconcileVM("web")
+	dir := filepath.Join(f.vms.InstancesDir, "default", "web")
+	if _, err := os.Stat(filepath.Join(dir, "cidata.iso")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.store.Delete(context.Background(), v1alpha1.KindVMInstance, "default", "web", ""); err != nil {
+		t.Fatal(err)
+	}
+	f.mustReconcileVM("web")
+	if f.domains.Len() != 0 {
+		t.Fatal("domain left")
+	}
+	if _, err := os.Stat(dir); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("instance dir left: %v", err)
+	}
+}
+
+func TestRecoveryAdoptsAndSweepsOrphans(t *testing.T) {
+	f := newFixture(t)
+	const dom = "vm-instance-web"
+	f.createVM("web", v1alpha1.VMInstanceSpec{})
+	f.mustReconcileVM("web")
+	// An orphan: a domain whose object is gone.
+	orphan, err := hypervisor.BuildDomain(hypervisor.DomainSpec{Name: "vm-instance-old", UUID: hypervisor.StableUUID("default", "old", ""),
+		Namespace: "default", VMName: "old", UID: "gone-uid", Generation: 1, Type: hypervisor.DomainTypeQEMU, VCPUs: 1, MemoryBytes: 1 << 30})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.domains.Put(orphan.XML, true); err != nil {
+		t.Fatal(err)
+	}
+	oldDir := filepath.Join(f.vms.InstancesDir, "default", "old")
+	if err := os.MkdirAll(oldDir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	// "vmd restarts": a new reconciler with the same state, and lost
+	// history for good measure.
+	if err := os.Remove(filepath.Join(f.vms.InstancesDir, "default", "web", "lifecycle.json")); err != nil {
+		t.Fatal(err)
+	}
+	if err := SweepOrphans(context.Background(), f.store, f.domains, f.vms.InstancesDir, slog.New(slog.DiscardHandler)); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := f.domains.Get("vm-instance-old"); ok {
+		t.Fatal("orphan domain kept")
+	}
+	if _, err := os.Stat(oldDir); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatal("orphan dir kept")
+	}
+	f.vms = &InstanceReconciler{Store: f.store, Driver: f.domains, Catalog: f.vms.Catalog, DomainType: f.vms.DomainType, InstancesDir: f.vms.InstancesDir}
+	f.mustReconcileVM("web")
+	if d, _ := f.domains.Get(dom); !d.Running || d.Starts != 1 {
+		t.Fatalf("adopted domain restarted: running=%v starts=%d", d.Running, d.Starts)
+	}
+	// Host reboot: everything shut off, Always starts it again.
+	f.domains.HostReboot()
+	f.mustReconcileVM("web")
+	if d, _ := f.domains.Get(dom); !d.Running || d.Starts != 2 {
+		t.Fatalf("after host reboot: running=%v starts=%d", d.Running, d.Starts)
+	}
+}
+
+func TestWatchDomainsMapsEvents(t *testing.T) {
+	f := newFixture(t)
+	f.createVM("web", v1alpha1.VMInstanceSpec{})
+	f.createVM("db", v1alpha1.VMInstanceSpec{})
+	uid := f.vm("db").ObjectMeta.UID
+	tests := []struct {
+		name string
+		ev   hypervisor.Event
+		want []string
+	}{
+		{name: "by uid", ev: hypervisor.Event{Name: "vm-instance-x", UID: uid, Type: hypervisor.EventStopped}, want: []string{"db"}},
+		{name: "by name without uid", ev: hypervisor.Event{Name: "vm-instance-web", Type: hypervisor.EventDefined}, want: []string{"web"}},
+		{name: "unknown domain", ev: hypervisor.Event{Name: "foreign", Type: hypervisor.EventStarted}},
+		{name: "reconnect wakes all", ev: hypervisor.Event{Reconnected: true}, want: []string{"db", "web"}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			ch := make(chan hypervisor.Event, 1)
+			ch <- tc.ev
+			close(ch)
+			var got []string
+			WatchDomains(context.Background(), f.store, ch, func(k Key) { got = append(got, k.Name) }, slog.New(slog.DiscardHandler))
+			if strings.Join(got, ",") != strings.Join(tc.want, ",") {
+				t.Fatalf("keys %v, want %v", got, tc.want)
+			}
+		})
+	}
+}
+
+func TestGuestReady(t *testing.T) {
+	dir := t.TempDir()
+	tests := []struct {
+		name string
+		log  string
+		want bool
+	}{
+		{name: "cloud-init finished", log: "boot\r\n[  12.3] cloud-init[812]: Cloud-init v. 22.4.2 finished at Mon, 01 Jan 2026 00:00:00 +0000. Datasource DataSourceNoCloud.  Up 12.30 seconds\n", want: true},
+		{name: "cloud-init still running", log: "Cloud-init v. 22.4.2 running 'modules:config' at Mon\n", want: false},
+		{name: "nothing", log: "", want: false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			p := filepath.Join(dir, strings.ReplaceAll(tc.name, " ", "_"))
+			if err := os.WriteFile(p, []byte(tc.log), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			if got := guestReady(p, [][]string{DefaultGuestReadyMarkers}); got != tc.want {
+				t.Fatalf("guestReady = %v", got)
+			}
+		})
+	}
+}
+
+// A settled VM must reconcile without writes: every status write is a
+// watch event that queues the key again, and a history write is an fsync.
+func TestInstanceReconcileIsQuietWhenSettled(t *testing.T) {
+	f := newFixture(t)
+	f.vms.Network = InterimNetwork{Bridge: "br0", Subnet: netip.MustParsePrefix("10.77.0.0/24")}
+	f.createVM("web", v1alpha1.VMInstanceSpec{SSHKeys: []string{"ssh-ed25519 AAAA a@b"}})
+	f.mustReconcileVM("web")
+	f.mustReconcileVM("web")
+	rv := f.vm("web").ObjectMeta.ResourceVersion
+	hist := filepath.Join(f.vms.InstancesDir, "default", "web", "lifecycle.json")
+	before, err := os.Stat(hist)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 3 {
+		f.mustReconcileVM("web")
+	}
+	if got := f.vm("web").ObjectMeta.ResourceVersion; got != rv {
+		t.Fatalf("settled reconciles wrote the object (rv %s -> %s)", rv, got)
+	}
+	after, err := os.Stat(hist)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !os.SameFile(before, after) {
+		t.Fatal("settled reconciles rewrote lifecycle.json")
+	}
+	if d, _ := f.domains.Get("vm-instance-web"); d.Defines != 1 || d.Starts != 1 {
+		t.Fatalf("settled reconciles acted: defines %d starts %d", d.Defines, d.Starts)
+	}
+}
