@@ -24,6 +24,7 @@ import (
 
 	"github.com/vmdhq/vmd/api/v1alpha1"
 	"github.com/vmdhq/vmd/internal/config"
+	"github.com/vmdhq/vmd/internal/errdefs"
 	"github.com/vmdhq/vmd/internal/hypervisor"
 	"github.com/vmdhq/vmd/internal/hypervisor/hypervisortest"
 	"github.com/vmdhq/vmd/internal/storage"
@@ -387,5 +388,39 @@ spec:
 	_, errOut, code := d.vmctl("stop", "web")
 	if code == 0 || !strings.Contains(errOut, "runStrategy Manual") {
 		t.Fatalf("stop of an Always VM: code %d, %q", code, errOut)
+	}
+}
+
+// With libvirtd unreachable, vmd still serves its API, imports disks, and
+// says on each instance why it cannot define the domain.
+func TestDaemonServesWhileLibvirtIsDown(t *testing.T) {
+	cfg := config.Default()
+	cfg.LibvirtURI = "qemu+unix:///system?socket=" + filepath.Join(t.TempDir(), "no-libvirtd.sock")
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	drv := startDriver(ctx, cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	defer drv.Close()
+	if err := drv.Define(ctx, "<domain/>"); !errors.Is(err, errdefs.ErrUnavailable) || !strings.Contains(err.Error(), "no-libvirtd.sock") {
+		t.Fatalf("Define before connecting = %v, want ErrUnavailable naming the URI", err)
+	}
+
+	d := startDaemon(t, t.TempDir(), adapters{volumes: storagetest.New(), driver: drv})
+	d.mustVmctl("apply", "-f", example)
+	d.mustVmctl("wait", "vmd/web-data", "--for=condition=Ready", "--timeout=30s")
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		out := d.mustVmctl("get", "vmi", "web", "-o", "json")
+		var vm v1alpha1.VMInstance
+		if err := json.Unmarshal([]byte(out), &vm); err != nil {
+			t.Fatal(err)
+		}
+		c := v1alpha1.FindCondition(vm.Status.Conditions, v1alpha1.ConditionReady)
+		if c != nil && c.Status == v1alpha1.ConditionFalse && strings.Contains(c.Message, "connecting to libvirt") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("instance status never named the libvirt problem: %+v", vm.Status)
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
 }

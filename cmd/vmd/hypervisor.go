@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"maps"
@@ -11,6 +12,7 @@ import (
 	"libvirt.org/go/libvirtxml"
 
 	"github.com/vmdhq/vmd/internal/config"
+	"github.com/vmdhq/vmd/internal/errdefs"
 	"github.com/vmdhq/vmd/internal/hypervisor"
 	"github.com/vmdhq/vmd/internal/hypervisor/libvirt"
 )
@@ -174,21 +176,199 @@ func (d *libvirtDriver) Capabilities(ctx context.Context) (hypervisor.HostCapabi
 	return hypervisor.HostCapabilities{CPUs: c.CPUs, HugepagesKiB: maps.Clone(c.HugepagesKiB)}, nil
 }
 
-// openDriver connects to libvirt, retrying while libvirtd is not up yet
-// (vmd may start first at boot) until ctx ends.
-func openDriver(ctx context.Context, cfg *config.Config, log *slog.Logger) (*libvirtDriver, error) {
+// lazyDriver is the hypervisor.Driver vmd runs with: it connects to
+// libvirt in the background, retrying with back-off, so the API serves and
+// disks import even while libvirtd is down (at boot vmd may start first).
+// Until connected every call fails with errdefs.ErrUnavailable naming the
+// URI and the last error, which the instance reconciler shows in status
+// and retries. Once connected it forwards the real driver's events, led by
+// a Reconnected event so every instance is looked at again.
+type lazyDriver struct {
+	uri    string
+	log    *slog.Logger
+	events chan hypervisor.Event
+	ready  chan struct{}
+	cancel context.CancelFunc
+	done   chan struct{}
+
+	mu      sync.RWMutex
+	drv     *libvirtDriver
+	lastErr error
+}
+
+var _ hypervisor.Driver = (*lazyDriver)(nil)
+
+// startDriver begins connecting to cfg.LibvirtURI in the background.
+func startDriver(ctx context.Context, cfg *config.Config, log *slog.Logger) *lazyDriver {
+	ctx, cancel := context.WithCancel(ctx)
+	l := &lazyDriver{
+		uri: cfg.LibvirtURI, log: log, events: make(chan hypervisor.Event, 256),
+		ready: make(chan struct{}), cancel: cancel, done: make(chan struct{}),
+		lastErr: errors.New("not connected yet"),
+	}
+	go l.connect(ctx, cfg.Testing.KernelBoot)
+	return l
+}
+
+// connect dials until it succeeds or ctx ends, then forwards events.
+func (l *lazyDriver) connect(ctx context.Context, kb *config.KernelBoot) {
+	defer close(l.done)
+	defer close(l.events)
 	delay := time.Second
 	for {
-		conn, err := libvirt.Open(ctx, cfg.LibvirtURI, log.With("component", "libvirt"))
+		conn, err := libvirt.Open(ctx, l.uri, l.log.With("component", "libvirt"))
 		if err == nil {
-			return newLibvirtDriver(conn, cfg.Testing.KernelBoot), nil
+			d := newLibvirtDriver(conn, kb)
+			l.mu.Lock()
+			l.drv, l.lastErr = d, nil
+			l.mu.Unlock()
+			close(l.ready)
+			l.log.Info("connected to libvirt", "uri", l.uri)
+			l.forward(ctx, d)
+			return
 		}
-		log.Warn("connecting to libvirt; retrying", "uri", cfg.LibvirtURI, "err", err, "in", delay)
+		l.mu.Lock()
+		l.lastErr = err
+		l.mu.Unlock()
+		l.log.Warn("connecting to libvirt; retrying", "uri", l.uri, "err", err, "in", delay)
 		select {
 		case <-ctx.Done():
-			return nil, fmt.Errorf("connecting to libvirt: %w", err)
+			return
 		case <-time.After(delay):
 		}
 		delay = min(2*delay, 30*time.Second)
 	}
+}
+
+// forward copies d's events after announcing the connection.
+func (l *lazyDriver) forward(ctx context.Context, d *libvirtDriver) {
+	select {
+	case l.events <- hypervisor.Event{Type: hypervisor.EventOther, Reconnected: true}:
+	case <-ctx.Done():
+		return
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case ev, ok := <-d.Events():
+			if !ok {
+				return
+			}
+			select {
+			case l.events <- ev:
+			case <-ctx.Done():
+				return
+			}
+		}
+	}
+}
+
+// Ready is closed once libvirt is connected.
+func (l *lazyDriver) Ready() <-chan struct{} { return l.ready }
+
+// get returns the connected driver or an ErrUnavailable error.
+func (l *lazyDriver) get() (*libvirtDriver, error) {
+	l.mu.RLock()
+	defer l.mu.RUnlock()
+	if l.drv == nil {
+		return nil, fmt.Errorf("connecting to libvirt at %s: %v: %w", l.uri, l.lastErr, errdefs.ErrUnavailable)
+	}
+	return l.drv, nil
+}
+
+// Close stops connecting and closes the connection if there is one.
+func (l *lazyDriver) Close() error {
+	l.cancel()
+	<-l.done
+	l.mu.RLock()
+	defer l.mu.RUnlock()
+	if l.drv == nil {
+		return nil
+	}
+	return l.drv.Close()
+}
+
+// Define implements hypervisor.Driver.
+func (l *lazyDriver) Define(ctx context.Context, domainXML string) error {
+	d, err := l.get()
+	if err != nil {
+		return err
+	}
+	return d.Define(ctx, domainXML)
+}
+
+// Start implements hypervisor.Driver.
+func (l *lazyDriver) Start(ctx context.Context, name string) error {
+	d, err := l.get()
+	if err != nil {
+		return err
+	}
+	return d.Start(ctx, name)
+}
+
+// Shutdown implements hypervisor.Driver.
+func (l *lazyDriver) Shutdown(ctx context.Context, name string, timeout time.Duration) error {
+	d, err := l.get()
+	if err != nil {
+		return err
+	}
+	return d.Shutdown(ctx, name, timeout)
+}
+
+// Destroy implements hypervisor.Driver.
+func (l *lazyDriver) Destroy(ctx context.Context, name string) error {
+	d, err := l.get()
+	if err != nil {
+		return err
+	}
+	return d.Destroy(ctx, name)
+}
+
+// Undefine implements hypervisor.Driver.
+func (l *lazyDriver) Undefine(ctx context.Context, name string) error {
+	d, err := l.get()
+	if err != nil {
+		return err
+	}
+	return d.Undefine(ctx, name)
+}
+
+// State implements hypervisor.Driver.
+func (l *lazyDriver) State(ctx context.Context, name string) (hypervisor.DomainState, error) {
+	d, err := l.get()
+	if err != nil {
+		return hypervisor.DomainState{}, err
+	}
+	return d.State(ctx, name)
+}
+
+// Owner implements hypervisor.Driver.
+func (l *lazyDriver) Owner(ctx context.Context, name string) (hypervisor.DomainOwner, error) {
+	d, err := l.get()
+	if err != nil {
+		return hypervisor.DomainOwner{}, err
+	}
+	return d.Owner(ctx, name)
+}
+
+// List implements hypervisor.Driver.
+func (l *lazyDriver) List(ctx context.Context) ([]hypervisor.DomainInfo, error) {
+	d, err := l.get()
+	if err != nil {
+		return nil, err
+	}
+	return d.List(ctx)
+}
+
+// Events implements hypervisor.Driver.
+func (l *lazyDriver) Events() <-chan hypervisor.Event { return l.events }
+
+// Capabilities implements hypervisor.Driver.
+func (l *lazyDriver) Capabilities(ctx context.Context) (hypervisor.HostCapabilities, error) {
+	d, err := l.get()
+	if err != nil {
+		return hypervisor.HostCapabilities{}, err
+	}
+	return d.Capabilities(ctx)
 }

@@ -67,10 +67,9 @@ configuration (see --print-default-config).`,
 				return err
 			}
 			defer closeAdapters()
-			drv, err := openDriver(ctx, cfg, log)
-			if err != nil {
-				return err
-			}
+			// The API comes up at once; libvirt is connected in the
+			// background (instances report it while it is unavailable).
+			drv := startDriver(ctx, cfg, log)
 			defer func() {
 				if err := drv.Close(); err != nil {
 					log.Warn("closing libvirt connection", "err", err)

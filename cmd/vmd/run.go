@@ -134,10 +134,19 @@ func run(ctx context.Context, cfg *config.Config, ad adapters, log *slog.Logger,
 	ctrl.Register(v1alpha1.KindVMInstance, vms, controller.DisksOfInstance)
 	// Domains whose object is gone are removed before anything else runs;
 	// the others are adopted by their first reconcile, untouched.
-	if err := controller.SweepOrphans(ctx, store, ad.driver, vms.InstancesDir, log.With("component", "recovery")); err != nil {
-		// Leftover domains do no harm to the objects vmd manages; a
-		// transient libvirt error must not keep vmd down.
-		log.Warn("sweeping orphaned domains", "err", err)
+	// With a driver that connects lazily, that happens once it is ready;
+	// domains are listed before objects, so an instance created meanwhile
+	// is never mistaken for an orphan.
+	sweep := func() {
+		if err := controller.SweepOrphans(ctx, store, ad.driver, vms.InstancesDir, log.With("component", "recovery")); err != nil {
+			// Leftover domains do no harm to the objects vmd manages; a
+			// transient libvirt error must not keep vmd down.
+			log.Warn("sweeping orphaned domains", "err", err)
+		}
+	}
+	lazy, isLazy := ad.driver.(interface{ Ready() <-chan struct{} })
+	if !isLazy {
+		sweep()
 	}
 
 	mode, err := cfg.Mode()
@@ -171,6 +180,17 @@ func run(ctx context.Context, cfg *config.Config, ad adapters, log *slog.Logger,
 	var wg sync.WaitGroup
 	errc := make(chan error, 2)
 	wg.Add(3)
+	if isLazy {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			select {
+			case <-lazy.Ready():
+				sweep()
+			case <-ctx.Done():
+			}
+		}()
+	}
 	go func() {
 		defer wg.Done()
 		controller.WatchDomains(ctx, store, ad.driver.Events(), ctrl.Enqueue, log.With("component", "domain-events"))

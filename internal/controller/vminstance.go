@@ -154,7 +154,16 @@ func (r *InstanceReconciler) Reconcile(ctx context.Context, key Key) (Result, er
 
 	obs, err := r.Driver.State(ctx, st.DomainName)
 	if err != nil {
-		return Result{}, fmt.Errorf("observing domain %s: %w", st.DomainName, err)
+		// Say why in status (e.g. libvirtd is down), then retry with
+		// back-off; the phase stays what it was.
+		if st.Phase == "" {
+			st.Phase = v1alpha1.PhasePending
+		}
+		reason := "ObserveFailed"
+		if errors.Is(err, errdefs.ErrUnavailable) {
+			reason = "HypervisorUnavailable"
+		}
+		return r.retry(ctx, vm, before, reason, fmt.Errorf("observing domain %s: %w", st.DomainName, err))
 	}
 	if err := os.MkdirAll(paths.Dir, 0o755); err != nil {
 		return Result{}, fmt.Errorf("creating instance dir: %w", err)
