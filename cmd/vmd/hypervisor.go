@@ -272,7 +272,7 @@ func (l *lazyDriver) get() (*libvirtDriver, error) {
 	l.mu.RLock()
 	defer l.mu.RUnlock()
 	if l.drv == nil {
-		return nil, fmt.Errorf("connecting to libvirt at %s: %v: %w", l.uri, l.lastErr, errdefs.ErrUnavailable)
+		return nil, fmt.Errorf("connecting to libvirt at %s: %w: %w", l.uri, l.lastErr, errdefs.ErrUnavailable)
 	}
 	return l.drv, nil
 }
