@@ -21,6 +21,22 @@ fi
 [[ $(id -u) -eq 0 ]] || { echo "demo: run as root (vmd manages host resources)" >&2; exit 1; }
 
 mkdir -p /run/vmd
+# vmd drives the system libvirtd. With systemd it is socket-activated; on
+# hosts without systemd (containers, CI) start virtlogd and libvirtd here.
+if ! virsh -c qemu:///system version >/dev/null 2>&1; then
+  if [[ ! -d /run/systemd/system ]]; then
+    pgrep -x virtlogd >/dev/null || virtlogd -d
+    pgrep -x libvirtd >/dev/null || libvirtd -d
+    echo "demo: started virtlogd and libvirtd (no systemd)"
+  else
+    systemctl start libvirtd.socket || true
+  fi
+fi
+# /dev/kvm missing means no hardware virtualisation: fall back to TCG.
+if [[ ! -e /dev/kvm && -z ${VMD_DOMAIN_TYPE:-} ]]; then
+  export VMD_DOMAIN_TYPE=qemu
+  echo "demo: /dev/kvm not present, using domain type qemu (TCG)"
+fi
 if [[ -f $PIDFILE ]] && kill -0 "$(cat "$PIDFILE")" 2>/dev/null; then
   echo "demo: vmd already running (pid $(cat "$PIDFILE"))"
 else
@@ -41,4 +57,6 @@ sleep 1
 echo
 "$BIN/vmctl" get vmi,vmd
 echo
-echo "demo: 'bin/vmctl describe vmi web' explains each status; 'make demo-stop' stops vmd."
+echo "demo: the system disk downloads debian-12 from cloud.debian.org, then the VM boots."
+echo "demo: watch with 'bin/vmctl get vmi,vmd -w'; 'bin/vmctl describe vmi web' explains each"
+echo "demo: status; 'bin/vmctl events' shows what happened; 'make demo-stop' stops vmd."
