@@ -136,6 +136,7 @@ func (f *Fetcher) download(ctx context.Context, fl *flight, redacted string) (do
 		}
 		d := f.cfg.Retry.delay(failures, ae.retryAfter)
 		fl.log.Info("download interrupted, retrying", "error", ae.err, "bytes", st.Written, "in", d)
+		prog.retrying(ae.err, d)
 		t := time.NewTimer(d)
 		select {
 		case <-t.C:
@@ -336,6 +337,21 @@ type progress struct {
 	f    *Fetcher
 	fl   *flight
 	last time.Time
+}
+
+// retrying tells every waiter of the flight why the download paused.
+func (p *progress) retrying(err error, wait time.Duration) {
+	p.f.mu.Lock()
+	var fns []func(error, time.Duration)
+	for _, w := range p.fl.waiters {
+		if w.retrying != nil {
+			fns = append(fns, w.retrying)
+		}
+	}
+	p.f.mu.Unlock()
+	for _, fn := range fns {
+		fn(err, wait)
+	}
 }
 
 func (p *progress) emit(done, total int64, final bool) {

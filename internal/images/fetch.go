@@ -157,6 +157,10 @@ type FetchRequest struct {
 	// Progress, if set, is called at most every ProgressInterval while the
 	// download (shared or not) runs, and once at the end.
 	Progress ProgressFunc
+	// Retrying, if set, is called when a transient failure interrupts the
+	// download, with the error and the wait before the next attempt, so a
+	// caller can tell its user why nothing moves (DNS, a dropped link).
+	Retrying func(err error, wait time.Duration)
 }
 
 // Result is a downloaded, decompressed and recognised image.
@@ -249,6 +253,7 @@ type flight struct {
 type waiter struct {
 	expected string
 	progress ProgressFunc
+	retrying func(err error, wait time.Duration)
 	res      Result
 	err      error
 }
@@ -264,7 +269,7 @@ func (f *Fetcher) Fetch(ctx context.Context, req FetchRequest) (Result, error) {
 	if err != nil {
 		return Result{}, err
 	}
-	w := &waiter{expected: strings.ToLower(req.ExpectedSHA256), progress: req.Progress}
+	w := &waiter{expected: strings.ToLower(req.ExpectedSHA256), progress: req.Progress, retrying: req.Retrying}
 	for {
 		f.mu.Lock()
 		fl := f.flights[req.URL]

@@ -269,10 +269,32 @@ func TestFetchHTTPErrors(t *testing.T) {
 			srv, ts := newImageServer(t, body)
 			srv.statuses = tt.statuses
 			f := newTestFetcher(t, FetcherConfig{})
-			res, err := f.Fetch(t.Context(), FetchRequest{URL: ts.URL + "/x.img"})
+			var mu sync.Mutex
+			var retries []string
+			res, err := f.Fetch(t.Context(), FetchRequest{URL: ts.URL + "/x.img", Retrying: func(err error, _ time.Duration) {
+				mu.Lock()
+				defer mu.Unlock()
+				retries = append(retries, err.Error())
+			}})
 			if got := len(srv.requests()); got != tt.wantRequests {
 				t.Errorf("server saw %d requests, want %d", got, tt.wantRequests)
 			}
+			// Every transient failure that is retried is reported to the
+			// caller with its cause; permanent ones and the last are not.
+			mu.Lock()
+			wantRetries := tt.wantRequests - 1
+			if errors.Is(tt.wantErr, errdefs.ErrInvalid) {
+				wantRetries = 0
+			}
+			if len(retries) != wantRetries {
+				t.Errorf("Retrying called %d times (%v), want %d", len(retries), retries, wantRetries)
+			}
+			for _, r := range retries {
+				if !strings.Contains(r, "HTTP") {
+					t.Errorf("retry reason %q does not name the HTTP status", r)
+				}
+			}
+			mu.Unlock()
 			if tt.wantErr == nil {
 				if err != nil {
 					t.Fatal(err)

@@ -108,14 +108,14 @@ type pullState struct {
 // Pull implements storage.Images: it downloads and installs golden image
 // name unless it is cached. Concurrent pulls of one name share one download.
 func (p *Pools) Pull(ctx context.Context, name string, progress func(done, total int64)) (storage.ImageInfo, error) {
-	b, err := p.pull(ctx, name, progress)
+	b, err := p.pull(ctx, name, progress, nil)
 	if err != nil {
 		return storage.ImageInfo{}, err
 	}
 	return p.imageInfo(ctx, b, nil)
 }
 
-func (p *Pools) pull(ctx context.Context, name string, progress func(done, total int64)) (base, error) {
+func (p *Pools) pull(ctx context.Context, name string, progress func(done, total int64), retrying func(error, time.Duration)) (base, error) {
 	if b, ok, err := p.cachedBase(ctx, name); err != nil || ok {
 		return b, err
 	}
@@ -135,7 +135,7 @@ func (p *Pools) pull(ctx context.Context, name string, progress func(done, total
 		if progress != nil {
 			progress(done, total)
 		}
-	}})
+	}, Retrying: retrying})
 	if err != nil {
 		return base{}, fmt.Errorf("pulling golden image %s: %w", name, err)
 	}
@@ -255,7 +255,7 @@ func (p *Pools) untrackPull(name string, ps *pullState) {
 // number of disks) and makes the disk an overlay on it.
 func (p *Pools) importGolden(ctx context.Context, j *job, req storage.VolumeRequest, final string) error {
 	j.setStage("pulling golden image " + req.Source.Image.Name)
-	b, err := p.pull(ctx, req.Source.Image.Name, j.progress)
+	b, err := p.pull(ctx, req.Source.Image.Name, j.progress, j.retrying)
 	if err != nil {
 		return err
 	}
@@ -483,7 +483,7 @@ func (p *Pools) preloadOne(name string) {
 	log := p.log.With("image", name)
 	delay := preloadInitialBackoff
 	for {
-		_, err := p.pull(p.ctx, name, nil)
+		_, err := p.pull(p.ctx, name, nil, nil)
 		switch {
 		case err == nil:
 			log.Info("golden image preloaded")

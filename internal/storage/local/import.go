@@ -19,7 +19,7 @@ import (
 func (p *Pools) importHTTP(ctx context.Context, j *job, req storage.VolumeRequest, final string) error {
 	src := req.Source.HTTP
 	j.setStage("downloading")
-	res, err := p.cfg.Fetcher.Fetch(ctx, images.FetchRequest{URL: src.URL, ExpectedSHA256: src.SHA256, Progress: j.progress})
+	res, err := p.cfg.Fetcher.Fetch(ctx, images.FetchRequest{URL: src.URL, ExpectedSHA256: src.SHA256, Progress: j.progress, Retrying: j.retrying})
 	if err != nil {
 		return err
 	}

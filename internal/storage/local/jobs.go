@@ -27,8 +27,10 @@ type job struct {
 	cancel context.CancelFunc
 	done   chan struct{}
 
-	mu      sync.Mutex
-	stage   string
+	mu    sync.Mutex
+	stage string
+	// retry says why a download is paused; cleared when bytes move again.
+	retry   string
 	bytes   int64 // source bytes received so far, including a resumed prefix
 	total   int64 // source bytes expected, -1 unknown
 	started time.Time
@@ -52,7 +54,18 @@ func (j *job) progress(done, total int64) {
 	if !j.baseSeen {
 		j.base, j.baseSeen, j.started = done, true, time.Now()
 	}
+	if done > j.bytes {
+		j.retry = ""
+	}
 	j.bytes, j.total = done, total
+}
+
+// retrying records why the download is paused; it is a
+// images.FetchRequest.Retrying callback.
+func (j *job) retrying(err error, wait time.Duration) {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	j.retry = fmt.Sprintf("download interrupted, retrying in %s: %v", wait.Round(time.Second), err)
 }
 
 func (j *job) setStage(s string) {
@@ -72,6 +85,9 @@ func (j *job) volume(v storage.Volume, path string) storage.Volume {
 	defer j.mu.Unlock()
 	v.Path = path
 	v.Stage = j.stage
+	if j.retry != "" {
+		v.Stage += " (" + j.retry + ")"
+	}
 	v.BytesDone = j.bytes
 	v.BytesTotal = max(j.total, 0)
 	if el := time.Since(j.started).Seconds(); j.baseSeen && el >= 0.5 {
