@@ -18,6 +18,12 @@
 //	                                          stream the data of an upload{} disk (octet-stream)
 //	POST   B/namespaces/:ns/vminstances/:name/{start,stop,restart}
 //	                                          power request recorded as annotations; answers the object
+//	GET    B/namespaces/:ns/vminstances/:name/console   (?force=true)
+//	GET    B/namespaces/:ns/vminstances/:name/vnc
+//	                                          HTTP/1.1 Upgrade (vmd-console, vmd-vnc) to a raw
+//	                                          byte stream: serial console, VNC socket
+//	GET    B/namespaces/:ns/vminstances/:name/log       (?follow=true&tail=N)
+//	                                          serial console log, text/plain stream
 //	GET    B/events, B/namespaces/:ns/events  recorded events, least recently seen first
 //	                                          (?fieldSelector=involvedObject.kind=K,involvedObject.name=N)
 //	GET    /apis/vmd.cozystack.io/v1/images   golden images in the cache (?all=true: whole catalogue)
@@ -126,6 +132,9 @@ type Options struct {
 	// Events lists the recorded object events (the events routes); nil
 	// answers 501 NotImplemented.
 	Events EventLister
+	// Access reaches guests (console, log and vnc subresources); nil
+	// answers 501 NotImplemented.
+	Access Access
 }
 
 // Server serves the API over any net.Listener (normally ListenUnix).
@@ -194,6 +203,7 @@ func New(svc Service, opts Options) *Server {
 	// subresource" rather than a bare 404.
 	e.PUT(base+"/namespaces/:ns/:plural/:name/upload", s.upload)
 	e.POST(base+"/namespaces/:ns/:plural/:name/:action", s.power)
+	e.GET(base+"/namespaces/:ns/:plural/:name/:sub", s.access)
 
 	// Static segments win over :plural in echo's router.
 	e.GET(base+"/events", s.listEvents)
