@@ -30,6 +30,7 @@ func main() {
 // flags are the command-line overrides; empty means "not given".
 type flags struct {
 	configFile, stateDir, socket, libvirtURI, domainType, logLevel, logFormat, imageMirror string
+	uplink, externalPool, tenantPool                                                       string
 	printDefault, showVersion                                                              bool
 }
 
@@ -88,6 +89,9 @@ configuration (see --print-default-config).`,
 	fl.StringVar(&f.logLevel, "log-level", "", "debug, info, warn or error (env VMD_LOG_LEVEL)")
 	fl.StringVar(&f.logFormat, "log-format", "", "text or json (env VMD_LOG_FORMAT)")
 	fl.StringVar(&f.imageMirror, "image-mirror", "", "base URL golden image NAME is fetched from as URL/NAME.qcow2 (env VMD_IMAGE_MIRROR)")
+	fl.StringVar(&f.uplink, "uplink", "", "interface for guest egress NAT and external IPs (config network.uplink; default none: private networks only)")
+	fl.StringVar(&f.externalPool, "external-pool", "", "external IPs as CIDR or FIRST-LAST (config network.externalPool; default none: external exposure disabled)")
+	fl.StringVar(&f.tenantPool, "tenant-pool", "", "private IPv4 CIDR tenant subnets are carved from (config network.tenantPool; default 10.240.0.0/16)")
 	fl.BoolVar(&f.printDefault, "print-default-config", false, "print the embedded default configuration and exit")
 	fl.BoolVar(&f.showVersion, "version", false, "print the version and exit")
 	return cmd
@@ -115,7 +119,8 @@ func loadConfig(f flags, lookupEnv func(string) (string, bool)) (*config.Config,
 	}{
 		{f.stateDir, &cfg.StateDir}, {f.socket, &cfg.Socket}, {f.libvirtURI, &cfg.LibvirtURI},
 		{f.domainType, &cfg.DomainType}, {f.logLevel, &cfg.Log.Level}, {f.logFormat, &cfg.Log.Format},
-		{f.imageMirror, &cfg.Images.Mirror},
+		{f.imageMirror, &cfg.Images.Mirror}, {f.uplink, &cfg.Network.Uplink},
+		{f.externalPool, &cfg.Network.ExternalPool}, {f.tenantPool, &cfg.Network.TenantPool},
 	} {
 		if o.v != "" {
 			*o.dst = o.v

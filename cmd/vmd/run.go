@@ -22,6 +22,11 @@ import (
 	"github.com/vmdhq/vmd/internal/events"
 	"github.com/vmdhq/vmd/internal/hypervisor"
 	"github.com/vmdhq/vmd/internal/images"
+	"github.com/vmdhq/vmd/internal/netctl"
+	"github.com/vmdhq/vmd/internal/network"
+	"github.com/vmdhq/vmd/internal/network/ipamstore"
+	"github.com/vmdhq/vmd/internal/network/netlink"
+	"github.com/vmdhq/vmd/internal/network/nft"
 	"github.com/vmdhq/vmd/internal/registry"
 	"github.com/vmdhq/vmd/internal/server"
 	"github.com/vmdhq/vmd/internal/state"
@@ -39,6 +44,57 @@ type adapters struct {
 	uploads storage.Uploads
 	images  storage.Images
 	driver  hypervisor.Driver
+	// network builds the tenant networking once the object store is
+	// open; nil gives guests no tenant NIC (tests, interim bridge mode).
+	network networkFactory
+}
+
+// networkFactory builds the Networker on the opened object store and
+// returns it with its close function.
+type networkFactory func(ctx context.Context, store state.Store) (*netctl.Networker, func(), error)
+
+// realNetwork is the production networkFactory (ADR 0008, "Wiring"):
+// allocations in <stateDir>/network.db, links through netlink, rules
+// through nftables and one DHCP server per tenant bridge, all in vmd's
+// own network namespace.
+func realNetwork(cfg *config.Config, log *slog.Logger) networkFactory {
+	return func(ctx context.Context, store state.Store) (*netctl.Networker, func(), error) {
+		p, err := cfg.Network.ParseNetwork()
+		if err != nil {
+			return nil, nil, err
+		}
+		ipam, err := ipamstore.Open(filepath.Join(cfg.StateDir, ipamstore.DefaultFileName), ipamstore.Config{
+			TenantPool: p.TenantPool, SubnetBits: p.TenantSubnetBits, ExternalPool: p.ExternalPool,
+		})
+		if err != nil {
+			return nil, nil, fmt.Errorf("opening network allocations: %w", err)
+		}
+		host, err := netlink.New()
+		if err != nil {
+			_ = ipam.Close()
+			return nil, nil, fmt.Errorf("opening netlink: %w", err)
+		}
+		nlog := log.With("component", "network")
+		n, err := netctl.New(netctl.Config{
+			Host: network.HostConfig{Uplink: p.Uplink, TenantPool: p.TenantPool, ExternalPool: p.ExternalPool, DNS: p.DNS},
+			IPAM: ipam, Objects: store, Links: host, Firewall: nft.New(),
+			DHCP: netctl.HostDHCP(ctx, host, nlog.With("component", "dhcp")),
+			Log:  nlog,
+		})
+		if err != nil {
+			host.Close()
+			_ = ipam.Close()
+			return nil, nil, err
+		}
+		closeAll := func() {
+			n.Close()
+			host.Close()
+			if err := ipam.Close(); err != nil {
+				log.Error("closing network allocations", "err", err)
+			}
+		}
+		return n, closeAll, nil
+	}
 }
 
 // realAdapters builds the storage adapters: directory pools driven by
@@ -85,7 +141,11 @@ func realAdapters(ctx context.Context, cfg *config.Config, log *slog.Logger) (ad
 		log.Warn("sweeping temporary files", "err", err)
 	}
 	pools.Preload(cfg.Images.Preload)
-	return adapters{volumes: pools, uploads: pools, images: pools, driver: hypervisor.NotImplemented{}}, pools.Close, nil
+	ad := adapters{volumes: pools, uploads: pools, images: pools, driver: hypervisor.NotImplemented{}}
+	if cfg.Network.TenantNetworks() {
+		ad.network = realNetwork(cfg, log)
+	}
+	return ad, pools.Close, nil
 }
 
 // partMaxAge is how long a partial download may sit untouched before the
@@ -130,6 +190,21 @@ func run(ctx context.Context, cfg *config.Config, ad adapters, log *slog.Logger,
 	vms, err := instanceReconciler(cfg, store, ad.driver, cat, log.With("kind", "VMInstance"))
 	if err != nil {
 		return err
+	}
+	if ad.network != nil {
+		nw, closeNetwork, err := ad.network(ctx, store)
+		if err != nil {
+			return err
+		}
+		defer closeNetwork()
+		// Rebuild links, rules and leases from state before any instance
+		// is reconciled. A failure (e.g. no CAP_NET_ADMIN) must not keep
+		// the API down: every instance's Attach syncs again and reports
+		// the error in its Ready condition.
+		if err := nw.Start(ctx); err != nil {
+			log.Error("restoring host network", "err", err)
+		}
+		vms.Net = nw
 	}
 	ctrl.Register(v1alpha1.KindVMInstance, vms, controller.DisksOfInstance)
 	// Domains whose object is gone are removed before anything else runs;

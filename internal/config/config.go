@@ -22,6 +22,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/vmdhq/vmd/internal/errdefs"
+	"github.com/vmdhq/vmd/internal/network"
 )
 
 //go:embed default.yaml
@@ -59,7 +60,8 @@ type Config struct {
 	Images ImagesConfig `json:"images"`
 	// Instances configures where per-VM files live and how VMs stop.
 	Instances InstancesConfig `json:"instances"`
-	// Network is the interim guest network (one existing bridge).
+	// Network configures guest networking: per-namespace tenant networks
+	// (ADR 0008) or, for back-compat, the interim single bridge.
 	Network NetworkConfig `json:"network"`
 	// Testing holds knobs for vmd's own test lab. They are never needed in
 	// production and must stay unset there.
@@ -77,14 +79,91 @@ type InstancesConfig struct {
 	ShutdownTimeout Duration `json:"shutdownTimeout"`
 }
 
-// NetworkConfig is the interim guest network, used until per-tenant
-// networks land: every VM gets one NIC on Bridge, which must already exist
-// with the first address of Subnet on it (the guests' gateway and DNS),
-// and a static address from Subnet passed through cloud-init. Empty
-// Bridge gives guests no NIC.
+// NetworkConfig configures guest networking (ADR 0008). By default every
+// namespace gets its own bridge and subnet carved from TenantPool, every
+// VM a tap, a stable MAC and private IP (DHCP and cloud-init), egress NAT
+// to Uplink, and, when asked, an external IP from ExternalPool.
+//
+// Bridge/Subnet select the older interim mode instead, kept so existing
+// lab configurations keep working: every VM gets one NIC on Bridge, which
+// must already exist with the first address of Subnet on it, and a static
+// address from Subnet through cloud-init; no firewall, no DHCP, no
+// external IPs. Setting Bridge turns the tenant networks off.
 type NetworkConfig struct {
+	// Uplink is the interface towards the outside world: guests' egress is
+	// NATed to it and external IPs are added to it as /32. Empty means no
+	// uplink: tenants still get their private networks (guest to guest
+	// within a namespace, DHCP and DNS to the gateway) but no egress, and
+	// external exposure is refused with the ExternalUnavailable condition.
+	Uplink string `json:"uplink"`
+	// TenantPool is the private IPv4 range tenant subnets are carved from.
+	TenantPool string `json:"tenantPool"`
+	// TenantSubnetBits is the prefix length of each namespace's subnet
+	// (24 gives 253 VMs per namespace).
+	TenantSubnetBits int `json:"tenantSubnetBits"`
+	// ExternalPool is where external IPs come from: a CIDR
+	// ("192.0.2.16/28", network and broadcast excluded), a range
+	// ("192.0.2.10-192.0.2.20") or one address. Empty disables external
+	// exposure (ExternalUnavailable).
+	ExternalPool string `json:"externalPool"`
+	// DNS lists the resolvers given to guests (DHCP and cloud-init).
+	// Empty gives them their tenant gateway, which answers only when the
+	// operator runs a resolver listening on the tenant bridges.
+	DNS []string `json:"dns"`
+
+	// Bridge (deprecated) selects the interim single-bridge mode.
 	Bridge string `json:"bridge"`
+	// Subnet (deprecated) is the interim bridge's IPv4 subnet.
 	Subnet string `json:"subnet"`
+}
+
+// TenantNetworks reports whether guests get vmd's tenant networks rather
+// than the interim bridge.
+func (n NetworkConfig) TenantNetworks() bool { return n.Bridge == "" }
+
+// ParsedNetwork is the tenant-network part of NetworkConfig, parsed.
+type ParsedNetwork struct {
+	Uplink           string
+	TenantPool       netip.Prefix
+	TenantSubnetBits int
+	// ExternalPool is the zero range when external exposure is disabled.
+	ExternalPool network.AddrRange
+	DNS          []netip.Addr
+}
+
+// ParseNetwork parses the tenant-network settings (Validate reports the
+// same problems with field paths).
+func (n NetworkConfig) ParseNetwork() (ParsedNetwork, error) {
+	out := ParsedNetwork{Uplink: n.Uplink, TenantSubnetBits: n.TenantSubnetBits}
+	pool, err := netip.ParsePrefix(n.TenantPool)
+	if err != nil {
+		return out, fmt.Errorf("network.tenantPool: %w", err)
+	}
+	if !pool.Addr().Is4() || pool != pool.Masked() {
+		return out, fmt.Errorf("network.tenantPool %s: must be an IPv4 prefix with no host bits set", n.TenantPool)
+	}
+	out.TenantPool = pool
+	if out.TenantSubnetBits < pool.Bits() || out.TenantSubnetBits > 30 {
+		return out, fmt.Errorf("network.tenantSubnetBits %d: must be between the pool's /%d and 30", out.TenantSubnetBits, pool.Bits())
+	}
+	if n.ExternalPool != "" {
+		r, err := network.ParseAddrRange(n.ExternalPool)
+		if err != nil {
+			return out, fmt.Errorf("network.externalPool: %w", err)
+		}
+		if pool.Contains(r.First) || pool.Contains(r.Last) || r.Contains(pool.Addr()) {
+			return out, fmt.Errorf("network.externalPool %s: overlaps the tenant pool %s", n.ExternalPool, pool)
+		}
+		out.ExternalPool = r
+	}
+	for i, d := range n.DNS {
+		a, err := netip.ParseAddr(d)
+		if err != nil || !a.Is4() {
+			return out, fmt.Errorf("network.dns[%d] %q: must be an IPv4 address", i, d)
+		}
+		out.DNS = append(out.DNS, a)
+	}
+	return out, nil
 }
 
 // TestingConfig is for vmd's test lab only.
@@ -398,6 +477,11 @@ func (c *Config) validateInstances() field.ErrorList {
 		}
 	} else if c.Network.Subnet != "" {
 		errs = append(errs, field.Required(field.NewPath("network", "bridge"), "a subnet needs its bridge"))
+	} else if _, err := c.Network.ParseNetwork(); err != nil {
+		errs = append(errs, field.Invalid(field.NewPath("network"), "", err.Error()))
+	}
+	if u := c.Network.Uplink; len(u) > 15 || strings.ContainsAny(u, "/ \t\n") {
+		errs = append(errs, field.Invalid(field.NewPath("network", "uplink"), u, "must be an interface name of at most 15 bytes"))
 	}
 	if kb := c.Testing.KernelBoot; kb != nil {
 		p := field.NewPath("testing", "kernelBoot")

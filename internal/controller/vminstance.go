@@ -79,7 +79,11 @@ type InstanceReconciler struct {
 	// <InstancesDir>/<namespace>/<name>/, with cidata.iso, serial.log,
 	// nvram.fd, vnc.sock and lifecycle.json.
 	InstancesDir string
-	// Network is the interim guest network.
+	// Net, when set, gives every VM a NIC on its namespace's tenant
+	// network (ADR 0008) and takes precedence over Network.
+	Net Networker
+	// Network is the deprecated interim guest network, used when Net is
+	// nil.
 	Network InterimNetwork
 	// ShutdownTimeout is how long a guest may take to power off after the
 	// ACPI button before it is destroyed (default 60 s).
@@ -186,11 +190,20 @@ func (r *InstanceReconciler) Reconcile(ctx context.Context, key Key) (Result, er
 
 	// Network: the address is recorded in status before anything uses it,
 	// so a crash cannot hand it to a second VM.
-	nic, netcfg, err := r.ensureAddress(ctx, vm, before)
-	if err != nil {
+	var nic *hypervisor.NICSpec
+	var netcfg *cloudinit.NetworkConfig
+	if r.Net != nil {
+		var reason string
+		if nic, netcfg, reason, err = r.attachNetwork(ctx, vm, &before); err != nil {
+			if reason == "" {
+				return Result{}, err
+			}
+			return r.retry(ctx, vm, before, reason, err)
+		}
+	} else if nic, netcfg, err = r.ensureAddress(ctx, vm, before); err != nil {
 		return Result{}, err
 	}
-	if nic != nil {
+	if nic != nil && r.Net == nil {
 		// ensureAddress may have written status; take a new baseline.
 		if before, err = statusJSON(vm); err != nil {
 			return Result{}, err
@@ -469,6 +482,13 @@ func (r *InstanceReconciler) delete(ctx context.Context, vm *v1alpha1.VMInstance
 	} else if err != nil && !errors.Is(err, errdefs.ErrNotFound) {
 		return fmt.Errorf("reading owner of domain %s: %w", st.DomainName, err)
 	}
+	// The domain is gone, so nothing uses the tap any more: remove the
+	// host side, then free the addresses.
+	if r.Net != nil {
+		if err := r.Net.Release(ctx, vm.ObjectMeta.UID); err != nil {
+			return fmt.Errorf("releasing network of %s: %w", vm.ObjectMeta.Name, err)
+		}
+	}
 	if err := os.RemoveAll(paths.Dir); err != nil {
 		return fmt.Errorf("removing instance dir: %w", err)
 	}
@@ -538,7 +558,40 @@ func (r *InstanceReconciler) ensureAddress(ctx context.Context, vm *v1alpha1.VMI
 	} else {
 		setPrivateAddress(vm, addr, mac)
 	}
-	return &hypervisor.NICSpec{MAC: mac, Bridge: n.Bridge}, guestNetwork(mac, addr, n.Subnet), nil
+	dns := []netip.Addr{network.GatewayFor(n.Subnet)}
+	return &hypervisor.NICSpec{MAC: mac, Bridge: n.Bridge}, guestNetwork(mac, addr, n.Subnet, dns), nil
+}
+
+// attachNetwork gives the VM its tenant NIC: the allocation is recorded in
+// status (and *before rebased) before anything uses it, then the host is
+// synced so the tap exists before the domain is defined. A non-empty
+// reason means a transient failure to show in Ready and retry.
+func (r *InstanceReconciler) attachNetwork(ctx context.Context, vm *v1alpha1.VMInstance, before *[]byte) (*hypervisor.NICSpec, *cloudinit.NetworkConfig, string, error) {
+	att, err := r.Net.Attach(ctx, vm)
+	if err != nil {
+		return nil, nil, "NetworkUnavailable", fmt.Errorf("allocating network: %w", err)
+	}
+	st, gen, now := &vm.Status, vm.ObjectMeta.Generation, r.now()
+	st.Addresses = att.Addresses
+	if att.ExternalUnavailable != "" {
+		setCondition(&st.Conditions, ConditionExternalUnavailable, v1alpha1.ConditionTrue, "ExternalUnavailable", att.ExternalUnavailable, gen, now)
+	} else {
+		v1alpha1.RemoveCondition(&st.Conditions, ConditionExternalUnavailable)
+	}
+	if st.Phase == "" {
+		st.Phase = v1alpha1.PhaseProvisioning
+	}
+	if err := writeStatus(ctx, r.Store, vm, *before); err != nil {
+		return nil, nil, "", err
+	}
+	if *before, err = statusJSON(vm); err != nil {
+		return nil, nil, "", err
+	}
+	if err := r.Net.Sync(ctx); err != nil {
+		return nil, nil, "NetworkSyncFailed", fmt.Errorf("configuring host network: %w", err)
+	}
+	nic := &hypervisor.NICSpec{MAC: att.MAC, TapName: att.Tap}
+	return nic, guestNetwork(att.MAC, att.IP, att.Subnet, att.DNS), "", nil
 }
 
 // privateAddress returns the VM's recorded private address when it lies
@@ -588,9 +641,15 @@ func (r *InstanceReconciler) usedAddresses(ctx context.Context, vm *v1alpha1.VMI
 }
 
 // guestNetwork is the netplan v2 config that gives the NIC with mac its
-// static address; the host (gateway) also answers DNS.
-func guestNetwork(mac string, addr netip.Addr, subnet netip.Prefix) *cloudinit.NetworkConfig {
+// static address, the subnet's gateway as default route and dns as
+// resolvers. With tenant networks the DHCP server offers the same lease,
+// so a guest that ignores either source still gets the same address.
+func guestNetwork(mac string, addr netip.Addr, subnet netip.Prefix, dns []netip.Addr) *cloudinit.NetworkConfig {
 	gw := network.GatewayFor(subnet)
+	var ns *cloudinit.Nameservers
+	if len(dns) > 0 {
+		ns = &cloudinit.Nameservers{Addresses: dns}
+	}
 	acceptRA := false
 	return &cloudinit.NetworkConfig{Ethernets: map[string]cloudinit.Ethernet{
 		"eth0": {
@@ -599,7 +658,7 @@ func guestNetwork(mac string, addr netip.Addr, subnet netip.Prefix) *cloudinit.N
 			AcceptRA:    &acceptRA,
 			Addresses:   []netip.Prefix{netip.PrefixFrom(addr, subnet.Bits())},
 			Routes:      []cloudinit.Route{cloudinit.DefaultRoute(gw)},
-			Nameservers: &cloudinit.Nameservers{Addresses: []netip.Addr{gw}},
+			Nameservers: ns,
 		},
 	}}
 }

@@ -28,7 +28,9 @@ import (
 // with its cloud-init seed, answers from the client namespace with the Cozystack UUID as its
 // instance-id, is restarted after its qemu is killed (Always), stops and starts again with
 // runStrategy Halted/Always and with vmctl stop/start (Manual), survives a kill -9 of vmd
-// without a restart (same qemu pid), and leaves no domain or file behind when deleted.
+// without a restart (same qemu pid), and leaves no domain, file or network link behind when
+// deleted. The VM runs on vmd's tenant network with a PortList external IP: the client reaches
+// it there on the listed port only.
 func TestVMInstance(t *testing.T) {
 	if reason := lab.HostProblem(); reason != "" {
 		t.Skipf("vmd lab unavailable: %s", reason)
@@ -51,18 +53,21 @@ func TestVMInstance(t *testing.T) {
 	socket := filepath.Join(l.Dir, "vmd.sock")
 	stateDir := filepath.Join(l.Dir, "vmd")
 	cfgPath := filepath.Join(l.Dir, "vmd.yaml")
+	// Tenant networking: external IPs are /32s on the lab namespace's end of the veth to the
+	// client namespace, inside that link's on-link subnet, so the client ARPs for them.
+	const externalPool = "10.78.0.100-10.78.0.110"
 	cfg := fmt.Sprintf(`instances:
   shutdownTimeout: 5s
 network:
-  bridge: %s
-  subnet: 10.77.0.0/24
+  uplink: vmdlab-up
+  externalPool: %s
 testing:
   kernelBoot:
     kernel: %s
     initrd: %s
     cmdline: "console=ttyS0,115200n8 net.ifnames=0 panic=-1 quiet"
   guestReadyMarker: "VMDLAB-TINY: READY"
-`, l.Bridge, tiny.Path(images.KernelFile), tiny.Path(images.InitrdFile))
+`, externalPool, tiny.Path(images.KernelFile), tiny.Path(images.InitrdFile))
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -132,9 +137,12 @@ spec:
   instanceType: u1.nano
   instanceProfile: alpine
   runStrategy: %s
+  external: true
+  externalMethod: PortList
+  externalPorts: [%d]
   sshKeys:
   - %s
-`, name, strategy, strings.TrimSpace(l.SSHAuthorizedKey))
+`, name, strategy, lab.TinyIDPort, strings.TrimSpace(l.SSHAuthorizedKey))
 		if err := os.WriteFile(manifest, []byte(yaml), 0o600); err != nil {
 			t.Fatal(err)
 		}
@@ -179,11 +187,11 @@ spec:
 		}
 		return time.Since(began)
 	}
-	// answer reads the tiny guest's id port from the client namespace.
-	answer := func(ip string) (string, error) {
+	// answerOn reads one line from a tiny guest's port from the client namespace.
+	answerOn := func(ip string, port uint16) (string, error) {
 		dctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 		defer cancel()
-		conn, err := l.Dial(dctx, lab.InClient, "tcp", ip+":"+strconv.Itoa(int(lab.TinyIDPort)))
+		conn, err := l.Dial(dctx, lab.InClient, "tcp", ip+":"+strconv.Itoa(int(port)))
 		if err != nil {
 			return "", err
 		}
@@ -192,6 +200,8 @@ spec:
 		line, err := bufio.NewReader(conn).ReadString('\n')
 		return strings.TrimSpace(line), err
 	}
+	// answer reads the tiny guest's id port.
+	answer := func(ip string) (string, error) { return answerOn(ip, lab.TinyIDPort) }
 	timings := []string{}
 	note := func(what string, d time.Duration) {
 		timings = append(timings, fmt.Sprintf("%s %.1fs", what, d.Seconds()))
@@ -210,13 +220,32 @@ spec:
 	if vm.Status.UUID != wantID || len(vm.Status.Addresses) == 0 {
 		t.Fatalf("status: uuid %q (want %q) addresses %+v", vm.Status.UUID, wantID, vm.Status.Addresses)
 	}
-	ip := vm.Status.Addresses[0].Address
-	if out := mustVmctl("get", "vmi", name); !strings.Contains(out, ip) {
-		t.Fatalf("vmctl get vmi does not show the IP %s:\n%s", ip, out)
+	private, ip := vm.Status.Addresses[0].Address, ""
+	for _, a := range vm.Status.Addresses {
+		if a.Type == "External" {
+			ip = a.Address
+		}
+	}
+	if !strings.HasPrefix(private, "10.240.") || !strings.HasPrefix(ip, "10.78.0.1") {
+		t.Fatalf("addresses %+v: want a private address in the tenant pool and an external one in %s", vm.Status.Addresses, externalPool)
+	}
+	if out := mustVmctl("get", "vmi", name); !strings.Contains(out, private) {
+		t.Fatalf("vmctl get vmi does not show the IP %s:\n%s", private, out)
 	}
 	reachable := func() bool { _, err := answer(ip); return err == nil }
-	waitFor("guest answers from the client namespace", 45*time.Second, reachable)
+	waitFor("guest answers on its external IP from the client namespace", 45*time.Second, reachable)
 	note("apply->port from client", time.Since(applied))
+	// PortList: the guest also listens on 22 and 80, which are not listed.
+	// A connection that is set up at all means the port passed the filter.
+	for _, port := range []uint16{22, 80} {
+		dctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		conn, err := l.Dial(dctx, lab.InClient, "tcp", ip+":"+strconv.Itoa(int(port)))
+		cancel()
+		if err == nil {
+			conn.Close()
+			t.Fatalf("port %d of a PortList VM is reachable on its external IP; only %d is listed", port, lab.TinyIDPort)
+		}
+	}
 	got, _ := answer(ip)
 	// The guest's identity: the domain's SMBIOS UUID and the seed's instance-id must both be
 	// the Cozystack UUID. The tiny guest echoes the instance-id it parsed; its init only reads
@@ -311,6 +340,20 @@ spec:
 	}
 	if _, err := os.Stat(filepath.Join(stateDir, "instances", "default", name)); !os.IsNotExist(err) {
 		t.Fatalf("instance dir left after delete: %v", err)
+	}
+	// ... and no tap, tenant bridge or external address left in the lab namespace.
+	var links []byte
+	for _, obj := range []string{"link", "addr"} {
+		out, err := exec.CommandContext(ctx, "ip", "-n", l.Name, "-o", obj).CombinedOutput()
+		if err != nil {
+			t.Fatalf("listing lab %ss: %v\n%s", obj, err, out)
+		}
+		links = append(links, out...)
+	}
+	for _, left := range []string{"vmt-", "vmd-", ip + "/32"} {
+		if strings.Contains(string(links), left) {
+			t.Fatalf("%q left in the lab namespace after delete:\n%s", left, links)
+		}
 	}
 	t.Logf("SUMMARY vminstance e2e (%s): %s; total %.1fs", domainType, strings.Join(timings, "; "), time.Since(start).Seconds())
 	if err := vmd.Stop(10 * time.Second); err != nil {
