@@ -65,7 +65,7 @@ func (a *access) Console(ctx context.Context, ns, name string, force bool) (io.R
 	if err := checkName(ns, name); err != nil {
 		return nil, err
 	}
-	return a.consoles.OpenConsole(ctx, hypervisor.DomainName(name), force)
+	return a.consoles.OpenConsole(ctx, hypervisor.LibvirtName(ns, name), force)
 }
 
 // SerialLog implements server.Access.

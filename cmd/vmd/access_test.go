@@ -76,13 +76,14 @@ func TestAccessConsole(t *testing.T) {
 	t.Run("opens the domain of the vm", func(t *testing.T) {
 		f := &fakeConsoles{}
 		a := newAccess(cfg, f)
-		c, err := a.Console(t.Context(), "default", "web", true)
+		c, err := a.Console(t.Context(), "tenant-a", "web", true)
 		if err != nil {
 			t.Fatal(err)
 		}
 		_ = c.Close()
-		if f.domain != hypervisor.DomainName("web") || !f.force {
-			t.Fatalf("opened %q force=%v, want %q force=true", f.domain, f.force, hypervisor.DomainName("web"))
+		// The namespace qualifies the domain: tenant-b's "web" is another VM.
+		if f.domain != "tenant-a.vm-instance-web" || !f.force {
+			t.Fatalf("opened %q force=%v, want %q force=true", f.domain, f.force, "tenant-a.vm-instance-web")
 		}
 	})
 	t.Run("driver errors pass through", func(t *testing.T) {
@@ -98,7 +99,7 @@ func TestAccessConsole(t *testing.T) {
 		if _, err := a.Console(t.Context(), "default", "web", false); !errors.Is(err, errdefs.ErrUnavailable) {
 			t.Fatalf("err = %v, want ErrUnavailable", err)
 		}
-		if err := l.ResizeDisk(t.Context(), "vm-instance-web", "vdb", 1<<30); !errors.Is(err, errdefs.ErrUnavailable) {
+		if err := l.ResizeDisk(t.Context(), "default.vm-instance-web", "vdb", 1<<30); !errors.Is(err, errdefs.ErrUnavailable) {
 			t.Fatalf("ResizeDisk err = %v, want ErrUnavailable", err)
 		}
 	})

@@ -183,7 +183,7 @@ func TestWholeDaemonWithFakes(t *testing.T) {
 			t.Fatalf("get output lacks %q:\n%s", want, out)
 		}
 	}
-	dom, ok := domains.Get("vm-instance-web")
+	dom, ok := domains.Get("default.vm-instance-web")
 	var x libvirtxml.Domain
 	if !ok || !dom.Running || x.Unmarshal(dom.XML) != nil {
 		t.Fatalf("fake domain not defined and running: %+v (exists %v)", dom, ok)
@@ -198,14 +198,14 @@ func TestWholeDaemonWithFakes(t *testing.T) {
 
 	// kill -9 of the guest's qemu: the event wakes the controller, which
 	// restarts it (runStrategy Always) without waiting for a resync.
-	domains.Crash("vm-instance-web")
+	domains.Crash("default.vm-instance-web")
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		if dom, _ := domains.Get("vm-instance-web"); dom.Running && dom.Starts == 2 {
+		if dom, _ := domains.Get("default.vm-instance-web"); dom.Running && dom.Starts == 2 {
 			break
 		}
 		if time.Now().After(deadline) {
-			dom, _ := domains.Get("vm-instance-web")
+			dom, _ := domains.Get("default.vm-instance-web")
 			t.Fatalf("crashed domain not restarted: %+v", dom)
 		}
 		time.Sleep(20 * time.Millisecond)
@@ -359,7 +359,7 @@ spec:
 		t.Fatal(err)
 	}
 	d.mustVmctl("apply", "-f", manifest)
-	const dom = "vm-instance-man"
+	const dom = "default.vm-instance-man"
 	waitDomain := func(what string, ok func(hypervisortest.Domain) bool) {
 		t.Helper()
 		deadline := time.Now().Add(10 * time.Second)

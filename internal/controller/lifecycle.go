@@ -329,7 +329,7 @@ func keysForEvent(ctx context.Context, store state.Store, ev hypervisor.Event) (
 			byName = append(byName, k)
 		case ev.UID != "" && vm.ObjectMeta.UID == ev.UID:
 			return []Key{k}, nil
-		case hypervisor.DomainName(vm.ObjectMeta.Name) == ev.Name:
+		case hypervisor.LibvirtName(vm.ObjectMeta.Namespace, vm.ObjectMeta.Name) == ev.Name:
 			byName = append(byName, k)
 		}
 	}

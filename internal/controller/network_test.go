@@ -64,7 +64,7 @@ func TestTenantNetworkAttachDefineRelease(t *testing.T) {
 	if !slices.Equal(nw.calls, []string{"attach web", "sync"}) {
 		t.Fatalf("calls = %v, want attach then sync before define", nw.calls)
 	}
-	dom, _ := f.domains.Get("vm-instance-web")
+	dom, _ := f.domains.Get("default.vm-instance-web")
 	x := parseDomain(t, dom.XML)
 	if len(x.Devices.Interfaces) != 1 {
 		t.Fatalf("interfaces %+v", x.Devices.Interfaces)

@@ -200,7 +200,7 @@ func TestInstanceWaitsForDisksThenRuns(t *testing.T) {
 	if st, _ := ready(vm.Status.Conditions); vm.Status.Phase != v1alpha1.PhaseRunning || st != v1alpha1.ConditionTrue {
 		t.Fatalf("phase %q ready %s: %+v", vm.Status.Phase, st, vm.Status.Conditions)
 	}
-	dom, ok := f.domains.Get("vm-instance-web")
+	dom, ok := f.domains.Get("default.vm-instance-web")
 	if !ok {
 		t.Fatal("no domain")
 	}
@@ -242,7 +242,7 @@ func TestInstanceCustomResourcesAndHalted(t *testing.T) {
 	if _, err := f.reconcile(f.vms, v1alpha1.KindVMInstance, "big"); err != nil {
 		t.Fatal(err)
 	}
-	dom, _ := f.domains.Get("vm-instance-big")
+	dom, _ := f.domains.Get("default.vm-instance-big")
 	x := parseDomain(t, dom.XML)
 	if x.VCPU.Value != 4 || x.Memory.Value != 6<<20 || x.CPU == nil || x.CPU.Topology == nil ||
 		x.CPU.Topology.Sockets != 2 || x.CPU.Topology.Cores != 2 || dom.Running || dom.Starts != 0 {

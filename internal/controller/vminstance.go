@@ -127,7 +127,7 @@ func (r *InstanceReconciler) Reconcile(ctx context.Context, key Key) (Result, er
 	}
 	meta := &vm.ObjectMeta
 	st := &vm.Status
-	st.DomainName = hypervisor.DomainName(meta.Name)
+	st.DomainName = hypervisor.LibvirtName(meta.Namespace, meta.Name)
 	paths := r.paths(meta.Namespace, meta.Name)
 
 	if meta.DeletionTimestamp != nil {
@@ -694,7 +694,7 @@ func planDomain(vm *v1alpha1.VMInstance, disks []hypervisor.DiskSpec, nic *hyper
 	paths instancePaths, caps hypervisor.HostCapabilities, domainType string) (hypervisor.DomainSpec, error) {
 	meta := &vm.ObjectMeta
 	spec := hypervisor.DomainSpec{
-		Name: hypervisor.DomainName(meta.Name), UUID: vm.Status.UUID,
+		Name: hypervisor.LibvirtName(meta.Namespace, meta.Name), UUID: vm.Status.UUID,
 		Namespace: meta.Namespace, VMName: meta.Name, UID: meta.UID, Generation: meta.Generation,
 		Type: domainType, CPUModel: vm.Spec.CPUModel,
 		Disks: disks, CloudInitISO: iso,

@@ -67,7 +67,7 @@ func TestAlwaysRestartsAfterCrashAndBacksOff(t *testing.T) {
 	f.vms.Now = clk.now
 	f.createVM("web", v1alpha1.VMInstanceSpec{})
 	f.mustReconcileVM("web")
-	const dom = "vm-instance-web"
+	const dom = "default.vm-instance-web"
 	for i := 1; i <= crashLoopRestarts; i++ {
 		clk.t = clk.t.Add(time.Second)
 		if !f.domains.Crash(dom) {
@@ -111,7 +111,7 @@ func TestAlwaysRestartsAfterCrashAndBacksOff(t *testing.T) {
 
 func TestRunStrategyTransitions(t *testing.T) {
 	f := newFixture(t)
-	const dom = "vm-instance-web"
+	const dom = "default.vm-instance-web"
 	f.createVM("web", v1alpha1.VMInstanceSpec{RunStrategy: v1alpha1.RunStrategyRerunOnFailure})
 	f.mustReconcileVM("web")
 	f.domains.PowerOff(dom)
@@ -149,7 +149,7 @@ func TestRunStrategyTransitions(t *testing.T) {
 
 func TestManualFollowsRequests(t *testing.T) {
 	f := newFixture(t)
-	const dom = "vm-instance-web"
+	const dom = "default.vm-instance-web"
 	f.createVM("web", v1alpha1.VMInstanceSpec{RunStrategy: v1alpha1.RunStrategyManual})
 	f.mustReconcileVM("web")
 	if d, ok := f.domains.Get(dom); !ok || d.Running {
@@ -190,7 +190,7 @@ func TestSeedAndAddress(t *testing.T) {
 		len(b.Status.Addresses) != 1 || b.Status.Addresses[0].Address != "10.77.0.3" {
 		t.Fatalf("addresses a=%+v b=%+v", a.Status.Addresses, b.Status.Addresses)
 	}
-	dom, _ := f.domains.Get("vm-instance-a")
+	dom, _ := f.domains.Get("default.vm-instance-a")
 	x := parseDomain(t, dom.XML)
 	if len(x.Devices.Interfaces) != 1 || x.Devices.Interfaces[0].MAC.Address != a.Status.Addresses[0].MAC ||
 		x.Devices.Interfaces[0].Source.Bridge.Bridge != "br0" {
@@ -219,7 +219,7 @@ func TestSeedAndAddress(t *testing.T) {
 	if files := readISO(t, iso); !strings.Contains(string(files["user-data"]), "runcmd") {
 		t.Fatalf("edited cloudInit not in the seed: %q", files["user-data"])
 	}
-	if d, _ := f.domains.Get("vm-instance-a"); d.Defines != defines+1 || d.Starts != 1 {
+	if d, _ := f.domains.Get("default.vm-instance-a"); d.Defines != defines+1 || d.Starts != 1 {
 		t.Fatalf("redefine on generation change: defines %d->%d starts %d", defines, d.Defines, d.Starts)
 	}
 	if c := condition(f.vm("a"), ConditionRestartRequired); c != v1alpha1.ConditionTrue {
@@ -263,11 +263,11 @@ func TestDeleteRemovesDomainAndDir(t *testing.T) {
 
 func TestRecoveryAdoptsAndSweepsOrphans(t *testing.T) {
 	f := newFixture(t)
-	const dom = "vm-instance-web"
+	const dom = "default.vm-instance-web"
 	f.createVM("web", v1alpha1.VMInstanceSpec{})
 	f.mustReconcileVM("web")
 	// An orphan: a domain whose object is gone.
-	orphan, err := hypervisor.BuildDomain(hypervisor.DomainSpec{Name: "vm-instance-old", UUID: hypervisor.StableUUID("default", "old", ""),
+	orphan, err := hypervisor.BuildDomain(hypervisor.DomainSpec{Name: "default.vm-instance-old", UUID: hypervisor.StableUUID("default", "old", ""),
 		Namespace: "default", VMName: "old", UID: "gone-uid", Generation: 1, Type: hypervisor.DomainTypeQEMU, VCPUs: 1, MemoryBytes: 1 << 30})
 	if err != nil {
 		t.Fatal(err)
@@ -287,7 +287,7 @@ func TestRecoveryAdoptsAndSweepsOrphans(t *testing.T) {
 	if err := SweepOrphans(context.Background(), f.store, f.domains, f.vms.InstancesDir, slog.New(slog.DiscardHandler)); err != nil {
 		t.Fatal(err)
 	}
-	if _, ok := f.domains.Get("vm-instance-old"); ok {
+	if _, ok := f.domains.Get("default.vm-instance-old"); ok {
 		t.Fatal("orphan domain kept")
 	}
 	if _, err := os.Stat(oldDir); !errors.Is(err, fs.ErrNotExist) {
@@ -316,8 +316,8 @@ func TestWatchDomainsMapsEvents(t *testing.T) {
 		ev   hypervisor.Event
 		want []string
 	}{
-		{name: "by uid", ev: hypervisor.Event{Name: "vm-instance-x", UID: uid, Type: hypervisor.EventStopped}, want: []string{"db"}},
-		{name: "by name without uid", ev: hypervisor.Event{Name: "vm-instance-web", Type: hypervisor.EventDefined}, want: []string{"web"}},
+		{name: "by uid", ev: hypervisor.Event{Name: "default.vm-instance-x", UID: uid, Type: hypervisor.EventStopped}, want: []string{"db"}},
+		{name: "by name without uid", ev: hypervisor.Event{Name: "default.vm-instance-web", Type: hypervisor.EventDefined}, want: []string{"web"}},
 		{name: "unknown domain", ev: hypervisor.Event{Name: "foreign", Type: hypervisor.EventStarted}},
 		{name: "reconnect wakes all", ev: hypervisor.Event{Reconnected: true}, want: []string{"db", "web"}},
 	}
@@ -386,7 +386,42 @@ func TestInstanceReconcileIsQuietWhenSettled(t *testing.T) {
 	if !os.SameFile(before, after) {
 		t.Fatal("settled reconciles rewrote lifecycle.json")
 	}
-	if d, _ := f.domains.Get("vm-instance-web"); d.Defines != 1 || d.Starts != 1 {
+	if d, _ := f.domains.Get("default.vm-instance-web"); d.Defines != 1 || d.Starts != 1 {
 		t.Fatalf("settled reconciles acted: defines %d starts %d", d.Defines, d.Starts)
+	}
+}
+
+// Two tenants may both have a VM called web: they get two domains, and
+// deleting one leaves the other alone.
+func TestSameNameInTwoNamespaces(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	for _, ns := range []string{"tenant-a", "tenant-b"} {
+		vm := &v1alpha1.VMInstance{TypeMeta: v1alpha1.TypeMeta{APIVersion: v1alpha1.GroupVersion, Kind: v1alpha1.KindVMInstance},
+			ObjectMeta: v1alpha1.ObjectMeta{Name: "web", Namespace: ns, Finalizers: []string{v1alpha1.CleanupFinalizer}}}
+		v1alpha1.SetDefaults(vm)
+		if err := f.store.Create(ctx, vm); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := f.vms.Reconcile(ctx, Key{Kind: v1alpha1.KindVMInstance, Namespace: ns, Name: "web"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	a, okA := f.domains.Get("tenant-a.vm-instance-web")
+	b, okB := f.domains.Get("tenant-b.vm-instance-web")
+	if !okA || !okB || !a.Running || !b.Running {
+		t.Fatalf("want two running domains, got a=%v/%v b=%v/%v", okA, a.Running, okB, b.Running)
+	}
+	if _, err := f.store.Delete(ctx, v1alpha1.KindVMInstance, "tenant-a", "web", ""); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.vms.Reconcile(ctx, Key{Kind: v1alpha1.KindVMInstance, Namespace: "tenant-a", Name: "web"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := f.domains.Get("tenant-a.vm-instance-web"); ok {
+		t.Fatal("tenant-a's domain survived its delete")
+	}
+	if b, ok := f.domains.Get("tenant-b.vm-instance-web"); !ok || !b.Running {
+		t.Fatal("deleting tenant-a's web touched tenant-b's")
 	}
 }

@@ -12,6 +12,15 @@ import (
 // as their hostname, so vmd does the same.
 func DomainName(vmName string) string { return v1alpha1.DomainName(vmName) }
 
+// LibvirtName is the libvirt domain name of a VMInstance. Names are unique
+// only within a namespace (tenant) while libvirt's are host-wide, so the
+// namespace qualifies the Cozystack name: "tenant-a.vm-instance-web".
+// Namespaces and names are DNS labels, so the dot cannot be ambiguous.
+// The guest still calls itself vm-instance-<name> (see DomainName).
+func LibvirtName(namespace, vmName string) string {
+	return namespace + "." + DomainName(vmName)
+}
+
 // StableUUID returns the SMBIOS UUID Cozystack computes for a VMInstance
 // (chart helper virtual-machine.stableUuid): sha256 of
 // "<namespace>-vm-instance-<name>-<seed>", hex, cut into UUID groups with

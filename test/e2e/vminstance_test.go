@@ -117,7 +117,7 @@ testing:
 			time.Sleep(200 * time.Millisecond)
 		}
 	}
-	const name, domain = "tiny", "vm-instance-tiny"
+	const name, domain = "tiny", "default.vm-instance-tiny"
 	vmd := startVMD("vmd")
 	waitUp(vmd)
 	t.Cleanup(func() {
