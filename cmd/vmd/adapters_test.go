@@ -29,6 +29,13 @@ func TestRealAdaptersBlankDisk(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(closeAdapters)
+	if ad.network == nil {
+		t.Fatal("the default config should enable tenant networking")
+	}
+	// This test is about storage. Tenant networking would program this
+	// host's own network namespace (bridges, nftables); its tests run in
+	// throwaway namespaces instead (internal/netctl, test/e2e).
+	ad.network = nil
 	d := startDaemon(t, stateDir, ad)
 	manifest := filepath.Join(t.TempDir(), "disk.yaml")
 	if err := os.WriteFile(manifest, []byte(`apiVersion: apps.cozystack.io/v1alpha1

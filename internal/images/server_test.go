@@ -7,6 +7,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 )
 
 // served is the server's log entry for one request: what was asked and
@@ -45,6 +46,10 @@ type imageServer struct {
 	// before, when set, runs (under mu) at the start of request i.
 	before func(i int)
 	log    []served
+	// active counts handlers still running; requests() waits for them so
+	// a test never reads an entry before its handler recorded the bytes
+	// sent (the client can have everything while the handler still runs).
+	active int
 }
 
 func newImageServer(t testing.TB, body []byte) (*imageServer, *httptest.Server) {
@@ -55,9 +60,16 @@ func newImageServer(t testing.TB, body []byte) (*imageServer, *httptest.Server) 
 }
 
 func (s *imageServer) requests() []served {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return append([]served(nil), s.log...)
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		s.mu.Lock()
+		if s.active == 0 || time.Now().After(deadline) {
+			defer s.mu.Unlock()
+			return append([]served(nil), s.log...)
+		}
+		s.mu.Unlock()
+		time.Sleep(time.Millisecond)
+	}
 }
 
 func at[T any](list []T, i int) T {
@@ -70,6 +82,12 @@ func at[T any](list []T, i int) T {
 
 func (s *imageServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	s.mu.Lock()
+	s.active++
+	defer func() {
+		s.mu.Lock()
+		s.active--
+		s.mu.Unlock()
+	}()
 	i := len(s.log)
 	s.log = append(s.log, served{rangeHdr: r.Header.Get("Range"), ifRange: r.Header.Get("If-Range")})
 	if s.before != nil {
