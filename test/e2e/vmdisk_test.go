@@ -30,10 +30,6 @@ func TestVMDisk(t *testing.T) {
 	start := time.Now()
 	l := lab.New(t, lab.Options{Images: []images.Name{images.Debian12}, Logf: t.Logf})
 	ctx := t.Context()
-	domainType, err := l.DomainType(ctx)
-	if err != nil {
-		t.Fatalf("deciding domain type: %v", err)
-	}
 
 	// The mirror serves golden image NAME as NAME.qcow2: give the lab's debian12 image that name.
 	www := filepath.Join(l.Dir, "www")
@@ -45,46 +41,9 @@ func TestVMDisk(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	bin := t.TempDir()
-	for _, cmd := range []string{"vmd", "vmctl"} {
-		out, err := exec.CommandContext(ctx, "go", "build", "-o", filepath.Join(bin, cmd), "../../cmd/"+cmd).CombinedOutput()
-		if err != nil {
-			t.Fatalf("building %s: %v\n%s", cmd, err, out)
-		}
-	}
-	socket := filepath.Join(l.Dir, "vmd.sock")
-	stateDir := filepath.Join(l.Dir, "vmd")
-	vmd, err := l.StartProcess("vmd", filepath.Join(bin, "vmd"),
-		"--state-dir", stateDir, "--socket", socket, "--libvirt-uri", l.URI, "--domain-type", domainType,
-		"--image-mirror", l.HTTPBase, "--log-level", "debug")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if t.Failed() {
-			if b, err := os.ReadFile(vmd.LogPath); err == nil {
-				t.Logf("vmd log:\n%s", b)
-			}
-		}
-	})
-	vmctl := func(args ...string) (string, error) {
-		cmd := exec.CommandContext(ctx, filepath.Join(bin, "vmctl"), args...)
-		cmd.Env = append(os.Environ(), "VMD_SOCKET="+socket)
-		out, err := cmd.CombinedOutput()
-		if err != nil {
-			return string(out), fmt.Errorf("vmctl %s: %w\n%s", strings.Join(args, " "), err, out)
-		}
-		return string(out), nil
-	}
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		if _, err := vmctl("version"); err == nil {
-			break
-		} else if time.Now().After(deadline) || vmd.Exited() {
-			t.Fatalf("vmd did not come up: %v", err)
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
+	h := newVMD(t, l, "--image-mirror", l.HTTPBase)
+	vmd := h.Start("vmd")
+	vmctl := h.Vmctl
 	upAt := time.Now()
 
 	manifest := filepath.Join(t.TempDir(), "disks.yaml")
@@ -150,7 +109,7 @@ spec:
 			t.Fatalf("%s: qemu-img virtual size %d, want %d", d.name, info.VirtualSize, d.size)
 		}
 		t.Logf("%s: %s, virtual size %d, backing %q, sha256 %q", d.name, disk.Status.Path, info.VirtualSize, info.Backing, disk.Status.SHA256)
-		if d.name == "golden" && !strings.HasPrefix(info.Backing, filepath.Join(stateDir, "images")+"/") {
+		if d.name == "golden" && !strings.HasPrefix(info.Backing, filepath.Join(h.StateDir, "images")+"/") {
 			t.Fatalf("golden disk is not an overlay on the cached base: backing %q", info.Backing)
 		}
 	}

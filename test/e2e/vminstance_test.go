@@ -42,16 +42,7 @@ func TestVMInstance(t *testing.T) {
 	if err != nil {
 		t.Fatalf("deciding domain type: %v", err)
 	}
-	bin := t.TempDir()
-	for _, cmd := range []string{"vmd", "vmctl"} {
-		out, err := exec.CommandContext(ctx, "go", "build", "-o", filepath.Join(bin, cmd), "../../cmd/"+cmd).CombinedOutput()
-		if err != nil {
-			t.Fatalf("building %s: %v\n%s", cmd, err, out)
-		}
-	}
 	tiny := l.Images[images.Tiny]
-	socket := filepath.Join(l.Dir, "vmd.sock")
-	stateDir := filepath.Join(l.Dir, "vmd")
 	cfgPath := filepath.Join(l.Dir, "vmd.yaml")
 	// Tenant networking: external IPs are /32s on the lab namespace's end of the veth to the
 	// client namespace, inside that link's on-link subnet, so the client ARPs for them.
@@ -71,55 +62,10 @@ testing:
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	startVMD := func(name string) *lab.Process {
-		t.Helper()
-		p, err := l.StartProcess(name, filepath.Join(bin, "vmd"), "--config", cfgPath,
-			"--state-dir", stateDir, "--socket", socket, "--libvirt-uri", l.URI, "--domain-type", domainType,
-			"--log-level", "debug")
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() {
-			if t.Failed() {
-				if b, err := os.ReadFile(p.LogPath); err == nil {
-					t.Logf("%s log:\n%s", name, b)
-				}
-			}
-		})
-		return p
-	}
-	vmctl := func(args ...string) (string, error) {
-		cmd := exec.CommandContext(ctx, filepath.Join(bin, "vmctl"), args...)
-		cmd.Env = append(os.Environ(), "VMD_SOCKET="+socket)
-		out, err := cmd.CombinedOutput()
-		if err != nil {
-			return string(out), fmt.Errorf("vmctl %s: %w\n%s", strings.Join(args, " "), err, out)
-		}
-		return string(out), nil
-	}
-	mustVmctl := func(args ...string) string {
-		t.Helper()
-		out, err := vmctl(args...)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return out
-	}
-	waitUp := func(p *lab.Process) {
-		t.Helper()
-		deadline := time.Now().Add(30 * time.Second)
-		for {
-			if _, err := vmctl("version"); err == nil {
-				return
-			} else if time.Now().After(deadline) || p.Exited() {
-				t.Fatalf("vmd did not come up: %v", err)
-			}
-			time.Sleep(200 * time.Millisecond)
-		}
-	}
+	h := newVMD(t, l, "--config", cfgPath)
+	vmctl, mustVmctl := h.Vmctl, h.MustVmctl
 	const name, domain = "tiny", "default.vm-instance-tiny"
-	vmd := startVMD("vmd")
-	waitUp(vmd)
+	vmd := h.Start("vmd")
 	t.Cleanup(func() {
 		// Leave the lab clean even when the test stops half-way.
 		_, _ = l.Virsh(context.Background(), "destroy", domain)
@@ -178,7 +124,7 @@ spec:
 		for !cond() {
 			if time.Since(began) > timeout {
 				vm := getVM()
-				serial, _ := os.ReadFile(filepath.Join(stateDir, "instances", "default", name, "serial.log"))
+				serial, _ := os.ReadFile(filepath.Join(h.StateDir, "instances", "default", name, "serial.log"))
 				dumpxml, _ := l.Virsh(ctx, "dumpxml", domain)
 				t.Fatalf("%s: not after %s (virsh: %q, phase %s, status %+v)\nserial log:\n%s\ndomain:\n%s",
 					what, timeout, virshState(), vm.Status.Phase, vm.Status, serial, dumpxml)
@@ -257,7 +203,7 @@ spec:
 	switch got {
 	case wantID:
 	case "":
-		iso, err := os.Open(filepath.Join(stateDir, "instances", "default", name, "cidata.iso"))
+		iso, err := os.Open(filepath.Join(h.StateDir, "instances", "default", name, "cidata.iso"))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -318,8 +264,7 @@ spec:
 		t.Fatal(err)
 	}
 	waitFor("vmd dies", 10*time.Second, vmd.Exited)
-	vmd = startVMD("vmd-restarted")
-	waitUp(vmd)
+	vmd = h.Start("vmd-restarted")
 	time.Sleep(3 * time.Second) // a few reconcile passes
 	if p := qemuPID(); p != pid {
 		t.Fatalf("vmd restart restarted the guest: qemu pid %d -> %d", pid, p)
@@ -338,7 +283,7 @@ spec:
 	if out, _ := l.Virsh(ctx, "list", "--all", "--name"); strings.Contains(out, domain) {
 		t.Fatalf("domain left after delete:\n%s", out)
 	}
-	if _, err := os.Stat(filepath.Join(stateDir, "instances", "default", name)); !os.IsNotExist(err) {
+	if _, err := os.Stat(filepath.Join(h.StateDir, "instances", "default", name)); !os.IsNotExist(err) {
 		t.Fatalf("instance dir left after delete: %v", err)
 	}
 	// ... and no tap, tenant bridge or external address left in the lab namespace.
