@@ -251,3 +251,25 @@ const (
 	StatusReasonInternalError         = "InternalError"
 	StatusReasonTimeout               = "Timeout"
 )
+
+// Annotations through which `vmctl start|stop|restart` ask the controller
+// for a power change. They are plain metadata, so the request is durable
+// (it survives a vmd crash between the API call and the action) and needs
+// no extra registry: the controller remembers the timestamp it last acted
+// on (its per-VM history) and acts once per request.
+const (
+	// AnnotationRequestedState is Running or Stopped; only runStrategy
+	// Manual follows it (the other strategies decide by themselves).
+	AnnotationRequestedState = "vmd.cozystack.io/requested-state"
+	// AnnotationRequestedAt is when requested-state was last set
+	// (RFC 3339); a new value is a new request.
+	AnnotationRequestedAt = "vmd.cozystack.io/requested-at"
+	// AnnotationRestartRequestedAt asks for one reboot (RFC 3339).
+	AnnotationRestartRequestedAt = "vmd.cozystack.io/restart-requested-at"
+)
+
+// Requested states.
+const (
+	RequestedRunning = "Running"
+	RequestedStopped = "Stopped"
+)

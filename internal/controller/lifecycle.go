@@ -17,28 +17,6 @@ import (
 	"github.com/vmdhq/vmd/internal/state"
 )
 
-// Annotations through which `vmctl start|stop|restart` ask the controller
-// for a power change. They are plain metadata, so the request is durable
-// (it survives a vmd crash between the API call and the action) and needs
-// no extra registry: the controller remembers the timestamp it last acted
-// on (history.HonouredStateAt/HonouredRestartAt) and acts once per request.
-const (
-	// AnnotationRequestedState is Running or Stopped; only runStrategy
-	// Manual follows it (the other strategies decide by themselves).
-	AnnotationRequestedState = "vmd.cozystack.io/requested-state"
-	// AnnotationRequestedAt is when requested-state was last set
-	// (RFC 3339); a new value is a new request.
-	AnnotationRequestedAt = "vmd.cozystack.io/requested-at"
-	// AnnotationRestartRequestedAt asks for one reboot (RFC 3339).
-	AnnotationRestartRequestedAt = "vmd.cozystack.io/restart-requested-at"
-)
-
-// Requested states.
-const (
-	RequestedRunning = "Running"
-	RequestedStopped = "Stopped"
-)
-
 // Crash-loop back-off: crashLoopRestarts automatic restarts within
 // crashLoopWindow start a back-off of backoffInitial, doubling per further
 // crash up to backoffMax; a domain that stays up for stableAfter resets it.
@@ -74,7 +52,7 @@ type request struct {
 // requestOf reads the power-request annotations of vm.
 func requestOf(vm *v1alpha1.VMInstance) request {
 	a := vm.ObjectMeta.Annotations
-	return request{State: a[AnnotationRequestedState], StateAt: a[AnnotationRequestedAt], RestartAt: a[AnnotationRestartRequestedAt]}
+	return request{State: a[v1alpha1.AnnotationRequestedState], StateAt: a[v1alpha1.AnnotationRequestedAt], RestartAt: a[v1alpha1.AnnotationRestartRequestedAt]}
 }
 
 // history is what the lifecycle must remember across reconciles and vmd
@@ -161,7 +139,7 @@ func decide(strategy v1alpha1.RunStrategy, obs hypervisor.DomainState, h history
 		switch {
 		case strategy == v1alpha1.RunStrategyHalted:
 			return decision{Action: actStop, Reason: "runStrategy is Halted"}
-		case strategy == v1alpha1.RunStrategyManual && stateAsked && req.State == RequestedStopped:
+		case strategy == v1alpha1.RunStrategyManual && stateAsked && req.State == v1alpha1.RequestedStopped:
 			return decision{Action: actStop, Reason: "stop requested"}
 		case restartAsked:
 			return decision{Action: actRestart, Reason: "restart requested"}
@@ -173,7 +151,7 @@ func decide(strategy v1alpha1.RunStrategy, obs hypervisor.DomainState, h history
 	case v1alpha1.RunStrategyHalted:
 		return decision{Action: actNone, Reason: "runStrategy is Halted"}
 	case v1alpha1.RunStrategyManual:
-		if (stateAsked && req.State == RequestedRunning) || restartAsked {
+		if (stateAsked && req.State == v1alpha1.RequestedRunning) || restartAsked {
 			return decision{Action: actStart, Reason: "start requested"}
 		}
 		return decision{Action: actNone, Reason: "runStrategy is Manual; waiting for vmctl start"}

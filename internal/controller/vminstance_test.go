@@ -155,7 +155,7 @@ func TestManualFollowsRequests(t *testing.T) {
 	if d, ok := f.domains.Get(dom); !ok || d.Running {
 		t.Fatalf("Manual: defined=%v running=%v", ok, d.Running)
 	}
-	f.annotate("web", AnnotationRequestedState, RequestedRunning, AnnotationRequestedAt, "2026-01-01T00:00:01Z")
+	f.annotate("web", v1alpha1.AnnotationRequestedState, v1alpha1.RequestedRunning, v1alpha1.AnnotationRequestedAt, "2026-01-01T00:00:01Z")
 	f.mustReconcileVM("web")
 	if d, _ := f.domains.Get(dom); !d.Running {
 		t.Fatal("start request not honoured")
@@ -165,13 +165,13 @@ func TestManualFollowsRequests(t *testing.T) {
 	if d, _ := f.domains.Get(dom); d.Running {
 		t.Fatal("Manual restarted after a crash")
 	}
-	f.annotate("web", AnnotationRestartRequestedAt, "2026-01-01T00:00:02Z")
+	f.annotate("web", v1alpha1.AnnotationRestartRequestedAt, "2026-01-01T00:00:02Z")
 	f.mustReconcileVM("web")
 	f.mustReconcileVM("web")
 	if d, _ := f.domains.Get(dom); !d.Running || d.Starts != 2 {
 		t.Fatalf("restart request: running=%v starts=%d", d.Running, d.Starts)
 	}
-	f.annotate("web", AnnotationRequestedState, RequestedStopped, AnnotationRequestedAt, "2026-01-01T00:00:03Z")
+	f.annotate("web", v1alpha1.AnnotationRequestedState, v1alpha1.RequestedStopped, v1alpha1.AnnotationRequestedAt, "2026-01-01T00:00:03Z")
 	f.mustReconcileVM("web")
 	if d, _ := f.domains.Get(dom); d.Running {
 		t.Fatal("stop request not honoured")

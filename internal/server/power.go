@@ -9,7 +9,6 @@ import (
 	"github.com/labstack/echo/v4"
 
 	"github.com/vmdhq/vmd/api/v1alpha1"
-	"github.com/vmdhq/vmd/internal/controller"
 	"github.com/vmdhq/vmd/internal/errdefs"
 	"github.com/vmdhq/vmd/internal/registry"
 )
@@ -26,7 +25,7 @@ const (
 const powerConflictRetries = 5
 
 // power serves POST .../vminstances/:name/:action: it records the request
-// in the object's annotations (see controller.AnnotationRequestedState),
+// in the object's annotations (see v1alpha1.AnnotationRequestedState),
 // where the controller picks it up; the answer is the updated object, and
 // the power change follows asynchronously (`vmctl wait` observes it).
 // start and stop apply to runStrategy Manual only, as KubeVirt's virtctl
@@ -87,11 +86,11 @@ func requestPower(vm *v1alpha1.VMInstance, action string, now time.Time) error {
 	stamp := now.UTC().Format(time.RFC3339Nano)
 	switch action {
 	case PowerStart:
-		a[controller.AnnotationRequestedState], a[controller.AnnotationRequestedAt] = controller.RequestedRunning, stamp
+		a[v1alpha1.AnnotationRequestedState], a[v1alpha1.AnnotationRequestedAt] = v1alpha1.RequestedRunning, stamp
 	case PowerStop:
-		a[controller.AnnotationRequestedState], a[controller.AnnotationRequestedAt] = controller.RequestedStopped, stamp
+		a[v1alpha1.AnnotationRequestedState], a[v1alpha1.AnnotationRequestedAt] = v1alpha1.RequestedStopped, stamp
 	case PowerRestart:
-		a[controller.AnnotationRestartRequestedAt] = stamp
+		a[v1alpha1.AnnotationRestartRequestedAt] = stamp
 	}
 	vm.ObjectMeta.Annotations = a
 	return nil

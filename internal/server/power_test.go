@@ -6,7 +6,6 @@ import (
 	"testing"
 
 	"github.com/vmdhq/vmd/api/v1alpha1"
-	"github.com/vmdhq/vmd/internal/controller"
 )
 
 func vmManifest(name, strategy string) string {
@@ -28,9 +27,9 @@ func TestPowerRoutes(t *testing.T) {
 		wantRestart      bool
 		wantMsg          string
 	}{
-		{name: "start manual", vm: "man", action: "start", wantCode: http.StatusOK, wantState: controller.RequestedRunning},
-		{name: "stop manual", vm: "man", action: "stop", wantCode: http.StatusOK, wantState: controller.RequestedStopped},
-		{name: "restart manual", vm: "man", action: "restart", wantCode: http.StatusOK, wantState: controller.RequestedStopped, wantRestart: true},
+		{name: "start manual", vm: "man", action: "start", wantCode: http.StatusOK, wantState: v1alpha1.RequestedRunning},
+		{name: "stop manual", vm: "man", action: "stop", wantCode: http.StatusOK, wantState: v1alpha1.RequestedStopped},
+		{name: "restart manual", vm: "man", action: "restart", wantCode: http.StatusOK, wantState: v1alpha1.RequestedStopped, wantRestart: true},
 		{name: "restart always", vm: "alw", action: "restart", wantCode: http.StatusOK, wantRestart: true},
 		{name: "stop always refused", vm: "alw", action: "stop", wantCode: http.StatusConflict, wantMsg: "runStrategy Manual"},
 		{name: "restart halted refused", vm: "hlt", action: "restart", wantCode: http.StatusConflict, wantMsg: "Halted"},
@@ -52,10 +51,10 @@ func TestPowerRoutes(t *testing.T) {
 			var vm v1alpha1.VMInstance
 			mustJSON(t, r.body, &vm)
 			a := vm.ObjectMeta.Annotations
-			if a[controller.AnnotationRequestedState] != tc.wantState || (a[controller.AnnotationRestartRequestedAt] != "") != tc.wantRestart {
+			if a[v1alpha1.AnnotationRequestedState] != tc.wantState || (a[v1alpha1.AnnotationRestartRequestedAt] != "") != tc.wantRestart {
 				t.Fatalf("annotations %v", a)
 			}
-			if tc.wantState != "" && a[controller.AnnotationRequestedAt] == "" {
+			if tc.wantState != "" && a[v1alpha1.AnnotationRequestedAt] == "" {
 				t.Fatal("requested-state without a timestamp")
 			}
 		})
