@@ -14,57 +14,12 @@ import (
 	"github.com/vmdhq/vmd/api/v1alpha1"
 )
 
-// ImagesGroupVersion is the API group of vmd's host-level resources (the
-// golden-image cache), distinct from the Cozystack objects.
-const ImagesGroupVersion = "vmd.cozystack.io/v1"
-
 // imagesPath is the collection path of the golden-image cache.
-const imagesPath = "/apis/" + ImagesGroupVersion + "/images"
+const imagesPath = "/apis/" + v1alpha1.ImagesGroupVersion + "/images"
 
 // maxPullLine bounds one line of a pull stream; a line is a progress pair
 // or one image description, a few hundred bytes.
 const maxPullLine = 1 << 20
-
-// Image is one golden image as the daemon describes it: its cache state
-// joined with its catalogue entry.
-type Image struct {
-	Name string `json:"name"`
-	// OS, Version, OSFamily and Kind (cloud or iso) describe the image;
-	// empty for a cached image the catalogue no longer names.
-	OS       string `json:"os,omitempty"`
-	Version  string `json:"version,omitempty"`
-	OSFamily string `json:"osFamily,omitempty"`
-	Kind     string `json:"kind,omitempty"`
-	// URL is where the base image is downloaded from.
-	URL string `json:"url,omitempty"`
-	// SHA256 of the downloaded bytes, once known.
-	SHA256 string `json:"sha256,omitempty"`
-	// Path and Format of the cached base image on the host.
-	Path   string `json:"path,omitempty"`
-	Format string `json:"format,omitempty"`
-	// VirtualSize is the guest-visible size; ActualSize what the cached
-	// file takes on the host.
-	VirtualSize int64 `json:"virtualSize,omitempty"`
-	ActualSize  int64 `json:"actualSize,omitempty"`
-	// Ready is true once the base image is complete in the cache.
-	Ready bool `json:"ready"`
-	// Users are the volumes (namespace/name) built on this base.
-	Users []string `json:"users,omitempty"`
-}
-
-// imageList is the wire form of the images collection.
-type imageList struct {
-	Items []Image `json:"items"`
-}
-
-// pullEvent is one line of a pull stream: progress, or the final image or
-// error.
-type pullEvent struct {
-	Done  *int64           `json:"done"`
-	Total *int64           `json:"total"`
-	Image *Image           `json:"image"`
-	Error *v1alpha1.Status `json:"error"`
-}
 
 // ImageListOption modifies ListImages.
 type ImageListOption func(*imageListOptions)
@@ -79,7 +34,7 @@ func AllImages() ImageListOption { return func(o *imageListOptions) { o.all = tr
 
 // ListImages returns the golden images in the daemon's cache (with
 // AllImages, the whole catalogue), sorted by name.
-func (c *Client) ListImages(ctx context.Context, opts ...ImageListOption) ([]Image, error) {
+func (c *Client) ListImages(ctx context.Context, opts ...ImageListOption) ([]v1alpha1.Image, error) {
 	var o imageListOptions
 	for _, f := range opts {
 		f(&o)
@@ -88,7 +43,7 @@ func (c *Client) ListImages(ctx context.Context, opts ...ImageListOption) ([]Ima
 	if o.all {
 		q = url.Values{"all": {"true"}}
 	}
-	var l imageList
+	var l v1alpha1.ImageList
 	if _, _, err := c.call(ctx, request{method: http.MethodGet, path: imagesPath, query: q}, &l); err != nil {
 		return nil, err
 	}
@@ -103,7 +58,7 @@ func (c *Client) ListImages(ctx context.Context, opts ...ImageListOption) ([]Ima
 //
 // The pull lasts as long as the download and is bounded by ctx only;
 // cancelling ctx cancels the pull on the daemon (a later pull resumes it).
-func (c *Client) PullImage(ctx context.Context, name string, progress func(done, total int64)) (*Image, error) {
+func (c *Client) PullImage(ctx context.Context, name string, progress func(done, total int64)) (*v1alpha1.Image, error) {
 	if name == "" || strings.Contains(name, "/") {
 		return nil, fmt.Errorf("pulling image %q: invalid name", name)
 	}
@@ -122,7 +77,7 @@ func (c *Client) PullImage(ctx context.Context, name string, progress func(done,
 		if len(strings.TrimSpace(string(line))) == 0 {
 			continue
 		}
-		var ev pullEvent
+		var ev v1alpha1.PullEvent
 		if err := json.Unmarshal(line, &ev); err != nil {
 			return nil, fmt.Errorf("pulling image %s: decoding progress: %w", name, err)
 		}
@@ -154,3 +109,10 @@ func (c *Client) PullImage(ctx context.Context, name string, progress func(done,
 	}
 	return nil, fmt.Errorf("pulling image %s: %w", name, err)
 }
+
+// Image is one golden image as the daemon describes it (kept as a name in
+// this package so callers need not import the API package for it).
+type Image = v1alpha1.Image
+
+// ImagesGroupVersion is the API group of vmd's host-level resources.
+const ImagesGroupVersion = v1alpha1.ImagesGroupVersion

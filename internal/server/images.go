@@ -18,70 +18,16 @@ import (
 	"github.com/vmdhq/vmd/internal/storage"
 )
 
-// ImagesGroupVersion is vmd's own API group for host-level resources that
-// have no Cozystack counterpart, such as the golden-image cache. Keeping
-// them out of apps.cozystack.io means a manifest tool never mistakes them
-// for something it could apply on Hikube.
-const ImagesGroupVersion = "vmd.cozystack.io/v1"
-
 // ImagesPath is the collection path of the golden-image cache.
-const ImagesPath = "/apis/" + ImagesGroupVersion + "/images"
+const ImagesPath = "/apis/" + v1alpha1.ImagesGroupVersion + "/images"
 
 // PullContentType is the media type of a pull response: one JSON document
-// per line (PullEvent), flushed as the download progresses.
+// per line (v1alpha1.PullEvent), flushed as the download progresses.
 const PullContentType = "application/x-ndjson"
 
 // pullProgressInterval is the least time between two progress lines of a
 // pull: enough for a smooth bar, few enough not to cost anything.
 const pullProgressInterval = 200 * time.Millisecond
-
-// Image is the wire form of one golden image: the cache's view
-// (storage.ImageInfo) joined with the catalogue's description, so a
-// client can show what an image is without a catalogue of its own.
-type Image struct {
-	Name string `json:"name"`
-	// OS, Version, OSFamily and Kind come from the golden catalogue; they
-	// are empty for a cached image the catalogue no longer names.
-	OS       string `json:"os,omitempty"`
-	Version  string `json:"version,omitempty"`
-	OSFamily string `json:"osFamily,omitempty"`
-	Kind     string `json:"kind,omitempty"`
-	// URL is where the base image is (or will be) downloaded from.
-	URL string `json:"url,omitempty"`
-	// SHA256 of the downloaded bytes, once known.
-	SHA256 string `json:"sha256,omitempty"`
-	// Path and Format of the cached base image on the host.
-	Path   string `json:"path,omitempty"`
-	Format string `json:"format,omitempty"`
-	// VirtualSize is the guest-visible size; ActualSize the bytes the
-	// cached file takes on the host.
-	VirtualSize int64 `json:"virtualSize,omitempty"`
-	ActualSize  int64 `json:"actualSize,omitempty"`
-	// Ready is true once the base image is complete in the cache.
-	Ready bool `json:"ready"`
-	// Users are the volumes (namespace/name) built on this base; a base is
-	// never deleted while it has users.
-	Users []string `json:"users,omitempty"`
-}
-
-// ImageList is the response of GET ImagesPath.
-type ImageList struct {
-	v1alpha1.TypeMeta `json:",inline"`
-	Items             []Image `json:"items"`
-}
-
-// PullEvent is one line of a pull response. Exactly one member is set:
-// progress lines carry Done/Total, the last line Image or Error.
-type PullEvent struct {
-	// Done and Total count downloaded bytes; Total is 0 when unknown.
-	Done  *int64 `json:"done,omitempty"`
-	Total *int64 `json:"total,omitempty"`
-	// Image is the pulled image; it ends a successful stream.
-	Image *Image `json:"image,omitempty"`
-	// Error ends a stream whose pull failed after progress was sent (a
-	// failure before that is an ordinary Status response).
-	Error *v1alpha1.Status `json:"error,omitempty"`
-}
 
 // imageRef records the image a request is about for Status.details and
 // the metrics' route label.
@@ -104,7 +50,7 @@ func (s *Server) listImages(c echo.Context) error {
 	if err != nil {
 		return fmt.Errorf("listing golden images: %w", err)
 	}
-	items := make([]Image, 0, len(infos))
+	items := make([]v1alpha1.Image, 0, len(infos))
 	seen := make(map[string]bool, len(infos))
 	for _, info := range infos {
 		seen[info.Name] = true
@@ -117,15 +63,15 @@ func (s *Server) listImages(c echo.Context) error {
 			}
 		}
 	}
-	slices.SortFunc(items, func(a, b Image) int { return strings.Compare(a.Name, b.Name) })
-	return c.JSON(http.StatusOK, ImageList{
-		TypeMeta: v1alpha1.TypeMeta{APIVersion: ImagesGroupVersion, Kind: "ImageList"},
+	slices.SortFunc(items, func(a, b v1alpha1.Image) int { return strings.Compare(a.Name, b.Name) })
+	return c.JSON(http.StatusOK, v1alpha1.ImageList{
+		TypeMeta: v1alpha1.TypeMeta{APIVersion: v1alpha1.ImagesGroupVersion, Kind: "ImageList"},
 		Items:    items,
 	})
 }
 
 // pullImage serves POST ImagesPath/:name/pull: it downloads a golden image
-// into the cache (or finds it there) and streams PullEvent lines.
+// into the cache (or finds it there) and streams v1alpha1.PullEvent lines.
 //
 // The pull runs for as long as the request does: a client that goes away,
 // or a server shutting down, cancels it (a later pull resumes the partial
@@ -175,7 +121,7 @@ func (s *Server) pullImage(c echo.Context) error {
 		started bool
 		sent    *figures
 	)
-	send := func(ev PullEvent) bool {
+	send := func(ev v1alpha1.PullEvent) bool {
 		if !started {
 			w.Header().Set(echo.HeaderContentType, PullContentType)
 			w.Header().Set("Cache-Control", "no-cache")
@@ -197,7 +143,7 @@ func (s *Server) pullImage(c echo.Context) error {
 	flush := func() {
 		if f := latest.Load(); f != nil && f != sent {
 			sent = f
-			send(PullEvent{Done: &f.done, Total: &f.total})
+			send(v1alpha1.PullEvent{Done: &f.done, Total: &f.total})
 		}
 	}
 
@@ -221,14 +167,14 @@ func (s *Server) pullImage(c echo.Context) error {
 				}
 				st := toStatus(err, objectRef{resource: "images", name: name})
 				s.logFailure(c, st, err)
-				send(PullEvent{Error: &st})
+				send(v1alpha1.PullEvent{Error: &st})
 				return nil
 			}
 			if started {
 				flush() // the final figures, normally done == total
 			}
 			img := imageFor(res.info)
-			send(PullEvent{Image: &img})
+			send(v1alpha1.PullEvent{Image: &img})
 			return nil
 		}
 	}
@@ -251,8 +197,8 @@ func unknownImage(name string) error {
 }
 
 // imageFor joins the cache's view of an image with its catalogue entry.
-func imageFor(info storage.ImageInfo) Image {
-	img := Image{
+func imageFor(info storage.ImageInfo) v1alpha1.Image {
+	img := v1alpha1.Image{
 		Name:        info.Name,
 		URL:         info.URL,
 		SHA256:      info.SHA256,

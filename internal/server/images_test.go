@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vmdhq/vmd/api/v1alpha1"
 	"github.com/vmdhq/vmd/internal/client"
 	"github.com/vmdhq/vmd/internal/errdefs"
 	"github.com/vmdhq/vmd/internal/images"
@@ -130,12 +131,12 @@ func TestListImages(t *testing.T) {
 			if tc.wantCode != http.StatusOK {
 				return
 			}
-			var l server.ImageList
+			var l v1alpha1.ImageList
 			mustJSON(t, r.body, &l)
 			if l.APIVersion != "vmd.cozystack.io/v1" || l.Kind != "ImageList" || len(l.Items) != tc.wantCount {
 				t.Fatalf("list = %s %s with %d items, want %d", l.APIVersion, l.Kind, len(l.Items), tc.wantCount)
 			}
-			byName := map[string]server.Image{}
+			byName := map[string]v1alpha1.Image{}
 			for i, it := range l.Items {
 				if i > 0 && l.Items[i-1].Name >= it.Name {
 					t.Errorf("items not sorted: %q before %q", l.Items[i-1].Name, it.Name)
@@ -161,7 +162,7 @@ func TestListImages(t *testing.T) {
 }
 
 // pullLines POSTs a pull and splits the NDJSON answer.
-func pullLines(t *testing.T, h *harness, name string) (response, []server.PullEvent) {
+func pullLines(t *testing.T, h *harness, name string) (response, []v1alpha1.PullEvent) {
 	t.Helper()
 	r := h.do(t, http.MethodPost, imagesPath+"/"+name+"/pull", "", "")
 	if r.code != http.StatusOK {
@@ -170,10 +171,10 @@ func pullLines(t *testing.T, h *harness, name string) (response, []server.PullEv
 	if ct := r.header.Get("Content-Type"); ct != server.PullContentType {
 		t.Errorf("Content-Type = %q, want %q", ct, server.PullContentType)
 	}
-	var evs []server.PullEvent
+	var evs []v1alpha1.PullEvent
 	sc := bufio.NewScanner(bytes.NewReader(r.body))
 	for sc.Scan() {
-		var ev server.PullEvent
+		var ev v1alpha1.PullEvent
 		mustJSON(t, sc.Bytes(), &ev)
 		evs = append(evs, ev)
 	}
@@ -342,7 +343,7 @@ func TestClientPullImage(t *testing.T) {
 
 // Every wire type the client mirrors decodes into the client's shape.
 func TestImageWireNames(t *testing.T) {
-	in := server.Image{Name: "n", OS: "o", Version: "v", OSFamily: "linux", Kind: "cloud", URL: "u", SHA256: "s",
+	in := v1alpha1.Image{Name: "n", OS: "o", Version: "v", OSFamily: "linux", Kind: "cloud", URL: "u", SHA256: "s",
 		Path: "p", Format: "qcow2", VirtualSize: 1, ActualSize: 2, Ready: true, Users: []string{"a/b"}}
 	b, err := json.Marshal(in)
 	if err != nil {
