@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vmdhq/vmd/test/images"
 	"github.com/vmdhq/vmd/test/lab"
 )
 
@@ -115,4 +116,35 @@ func (h *vmdHarness) MustVmctl(args ...string) string {
 		h.t.Fatal(err)
 	}
 	return out
+}
+
+// tinyExternalPool is the external IP pool of the tiny-guest tests: /32s on the lab namespace's
+// end of the veth to the client namespace, inside that link's on-link subnet, so the client
+// ARPs for them.
+const tinyExternalPool = "10.78.0.100-10.78.0.110"
+
+// writeTinyConfig writes a vmd configuration for tests with the tiny guest: kernel boot of the
+// lab's tiny image (vmd's test-only testing.kernelBoot knob), its console READY line as the
+// guest-ready marker, tenant networks with the lab's veth to the client as the uplink and
+// tinyExternalPool as external IPs. It returns the file's path.
+func writeTinyConfig(t *testing.T, l *lab.Lab) string {
+	t.Helper()
+	tiny := l.Images[images.Tiny]
+	cfg := fmt.Sprintf(`instances:
+  shutdownTimeout: 5s
+network:
+  uplink: vmdlab-up
+  externalPool: %s
+testing:
+  kernelBoot:
+    kernel: %s
+    initrd: %s
+    cmdline: "console=ttyS0,115200n8 net.ifnames=0 panic=-1 quiet"
+  guestReadyMarker: "VMDLAB-TINY: READY"
+`, tinyExternalPool, tiny.Path(images.KernelFile), tiny.Path(images.InitrdFile))
+	path := filepath.Join(l.Dir, "vmd.yaml")
+	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
 }

@@ -132,54 +132,85 @@ func linksNamed(name string) []string {
 // process: the socket is created on an OS thread that has entered the namespace, and a socket
 // stays in the namespace it was created in. Use it for HTTP clients, SSH, or raw TCP to guests.
 func (l *Lab) Dial(ctx context.Context, side Side, network, address string) (net.Conn, error) {
+	return openInNetNS(l, side, func() (net.Conn, error) {
+		var d net.Dialer
+		return d.DialContext(ctx, network, address)
+	})
+}
+
+// Listen opens a stream listener (e.g. "tcp", "10.78.0.2:9000") inside side's namespace; the
+// connections it accepts are that namespace's.
+func (l *Lab) Listen(side Side, network, address string) (net.Listener, error) {
+	return openInNetNS(l, side, func() (net.Listener, error) { return net.Listen(network, address) })
+}
+
+// ListenPacket opens a packet socket inside side's namespace: "udp", or a raw IP socket such as
+// "ip4:tcp", which sees a copy of every TCP segment the namespace receives (root only) — the
+// way a test observes packets that no listener would accept, e.g. a lone SYN.
+func (l *Lab) ListenPacket(side Side, network, address string) (net.PacketConn, error) {
+	return openInNetNS(l, side, func() (net.PacketConn, error) { return net.ListenPacket(network, address) })
+}
+
+// openInNetNS creates a socket with open inside side's namespace; a socket created there is
+// closed again if the thread could not leave the namespace.
+func openInNetNS[T io.Closer](l *Lab, side Side, open func() (T, error)) (T, error) {
+	var sock T
+	var opened bool
+	err := l.InNetNS(side, func() error {
+		var err error
+		sock, err = open()
+		opened = err == nil
+		return err
+	})
+	if err != nil && opened {
+		_ = sock.Close()
+	}
+	return sock, err
+}
+
+// InNetNS runs fn on an OS thread that has entered side's network namespace and returns its
+// error. Sockets fn creates belong to that namespace for their whole life, wherever they are
+// used afterwards; fn must not start goroutines that create sockets (they run elsewhere).
+func (l *Lab) InNetNS(side Side, fn func() error) error {
 	ns := l.Name
 	if side == InClient {
 		ns = l.ClientNS
 	}
-	return dialInNetNS(ctx, filepath.Join(netnsDir, ns), network, address)
+	return inNetNS(filepath.Join(netnsDir, ns), fn)
 }
 
-func dialInNetNS(ctx context.Context, nsPath, network, address string) (net.Conn, error) {
-	type result struct {
-		conn net.Conn
-		err  error
-	}
-	ch := make(chan result, 1)
+func inNetNS(nsPath string, fn func() error) error {
+	ch := make(chan error, 1)
 	go func() {
 		// A locked thread that fails to switch back is never unlocked: the runtime then ends
 		// the thread with the goroutine instead of reusing it in the wrong namespace.
 		runtime.LockOSThread()
-		conn, restored, err := func() (net.Conn, bool, error) {
+		err, restored := func() (error, bool) {
 			self, err := os.Open("/proc/thread-self/ns/net")
 			if err != nil {
-				return nil, true, fmt.Errorf("opening own netns: %w", err)
+				return fmt.Errorf("opening own netns: %w", err), true
 			}
 			defer self.Close()
 			target, err := os.Open(nsPath)
 			if err != nil {
-				return nil, true, fmt.Errorf("opening netns: %w", err)
+				return fmt.Errorf("opening netns: %w", err), true
 			}
 			defer target.Close()
 			if err := unix.Setns(int(target.Fd()), unix.CLONE_NEWNET); err != nil {
-				return nil, true, fmt.Errorf("entering netns %s: %w", nsPath, err)
+				return fmt.Errorf("entering netns %s: %w", nsPath, err), true
 			}
-			var d net.Dialer
-			conn, dialErr := d.DialContext(ctx, network, address)
+			fnErr := fn()
 			if err := unix.Setns(int(self.Fd()), unix.CLONE_NEWNET); err != nil {
-				if conn != nil {
-					_ = conn.Close()
-				}
-				return nil, false, fmt.Errorf("leaving netns %s: %w", nsPath, err)
+				return fmt.Errorf("leaving netns %s: %w", nsPath, err), false
 			}
-			return conn, true, dialErr
+			return fnErr, true
 		}()
 		if restored {
 			runtime.UnlockOSThread()
 		}
-		ch <- result{conn, err}
+		ch <- err
 	}()
-	r := <-ch
-	return r.conn, r.err
+	return <-ch
 }
 
 // ReadTCP connects to addr from side and returns what the server sends until it closes the
