@@ -89,7 +89,7 @@ configuration (see --print-default-config).`,
 	fl.StringVar(&f.logLevel, "log-level", "", "debug, info, warn or error (env VMD_LOG_LEVEL)")
 	fl.StringVar(&f.logFormat, "log-format", "", "text or json (env VMD_LOG_FORMAT)")
 	fl.StringVar(&f.imageMirror, "image-mirror", "", "base URL golden image NAME is fetched from as URL/NAME.qcow2 (env VMD_IMAGE_MIRROR)")
-	fl.StringVar(&f.uplink, "uplink", "", "interface for guest egress NAT and external IPs (config network.uplink; default none: private networks only)")
+	fl.StringVar(&f.uplink, "uplink", "", "interface for guest egress NAT and external IPs, or auto for the default route's (config network.uplink; default auto)")
 	fl.StringVar(&f.externalPool, "external-pool", "", "external IPs as CIDR or FIRST-LAST (config network.externalPool; default none: external exposure disabled)")
 	fl.StringVar(&f.tenantPool, "tenant-pool", "", "private IPv4 CIDR tenant subnets are carved from (config network.tenantPool; default 10.240.0.0/16)")
 	fl.BoolVar(&f.printDefault, "print-default-config", false, "print the embedded default configuration and exit")

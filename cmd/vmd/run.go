@@ -75,6 +75,19 @@ func realNetwork(cfg *config.Config, log *slog.Logger) networkFactory {
 			return nil, nil, fmt.Errorf("opening netlink: %w", err)
 		}
 		nlog := log.With("component", "network")
+		if p.Uplink == config.UplinkAuto {
+			p.Uplink, err = host.DefaultRouteLink()
+			switch {
+			case errors.Is(err, netlink.ErrNoDefaultRoute):
+				nlog.Warn("uplink auto: no IPv4 default route; guests get private networks only, without egress or external IPs")
+			case err != nil:
+				host.Close()
+				_ = ipam.Close()
+				return nil, nil, fmt.Errorf("network.uplink auto: %w", err)
+			default:
+				nlog.Info("uplink auto: using the interface of the default route", "uplink", p.Uplink)
+			}
+		}
 		n, err := netctl.New(netctl.Config{
 			Host: network.HostConfig{Uplink: p.Uplink, TenantPool: p.TenantPool, ExternalPool: p.ExternalPool, DNS: p.DNS},
 			IPAM: ipam, Objects: store, Links: host, Firewall: nft.New(),

@@ -95,6 +95,9 @@ type NetworkConfig struct {
 	// uplink: tenants still get their private networks (guest to guest
 	// within a namespace, DHCP and DNS to the gateway) but no egress, and
 	// external exposure is refused with the ExternalUnavailable condition.
+	// UplinkAuto (the default) picks the interface of the IPv4 default
+	// route when vmd starts, and no uplink when there is none: on a
+	// one-NIC host guests get egress without any configuration.
 	Uplink string `json:"uplink"`
 	// TenantPool is the private IPv4 range tenant subnets are carved from.
 	TenantPool string `json:"tenantPool"`
@@ -116,6 +119,11 @@ type NetworkConfig struct {
 	// Subnet (deprecated) is the interim bridge's IPv4 subnet.
 	Subnet string `json:"subnet"`
 }
+
+// UplinkAuto is the network.uplink value that means "the interface of the
+// IPv4 default route", resolved at start (an interface cannot be called
+// "auto": the name is reserved here on purpose).
+const UplinkAuto = "auto"
 
 // TenantNetworks reports whether guests get vmd's tenant networks rather
 // than the interim bridge.
