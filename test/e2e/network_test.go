@@ -184,6 +184,31 @@ report forged-sent
 	}
 	n.expectTCP(web.external, "PortList web after vmd restart", webPortList, portFiltered)
 
+	// 5b. A host reboot, as far as a lab can have one: vmd stopped, every domain off, vmd's
+	// links and nftables tables gone. vmd rebuilds all of it from its state and boots what
+	// should run: the same rules, the same addresses, reachable again.
+	if err := vmd.Stop(30 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+	for _, dom := range []string{"tenant-a.vm-instance-web", "tenant-a.vm-instance-peer", "tenant-b.vm-instance-other"} {
+		if out, err := l.Virsh(t.Context(), "destroy", dom); err != nil {
+			t.Fatalf("virsh destroy %s: %v\n%s", dom, err, out)
+		}
+	}
+	n.wipeHostNetwork()
+	rebooted := time.Now()
+	vmd = h.Start("vmd-after-reboot")
+	n.waitRules("rules rebuilt after the reboot", func(r string) bool { return r == rulesPortList })
+	wctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
+	defer cancel()
+	if err := l.WaitTCP(wctx, lab.InClient, netip.AddrPortFrom(web.external, 22)); err != nil {
+		t.Fatalf("web unreachable on its external IP after the reboot: %v", err)
+	}
+	note("reboot->web reachable again", time.Since(rebooted))
+	if again := n.waitReady("tenant-a", "web"); again != web {
+		t.Fatalf("web's addresses changed across the reboot: %+v -> %+v", web, again)
+	}
+
 	// 6. PortList -> WholeIP -> PortList, each one transaction: exactly the expected rules.
 	began = time.Now()
 	n.apply(vmSpec{ns: "tenant-a", name: "web", method: "WholeIP", icmp: "false", userData: webScript})
@@ -355,6 +380,37 @@ func (n *netTest) rules() string {
 	}
 	sort.Strings(lines)
 	return strings.Join(lines, "\n") + "\n"
+}
+
+// wipeHostNetwork removes what a reboot takes away from the lab namespace: vmd's nftables
+// tables, its bridges ("vmd-") and taps ("vmt-"), and the external /32s on the uplink.
+func (n *netTest) wipeHostNetwork() {
+	n.t.Helper()
+	ctx := n.t.Context()
+	for _, family := range []string{"ip", "bridge"} {
+		if out, err := n.l.Run(ctx, lab.InLab, "nft", "delete", "table", family, "vmd"); err != nil {
+			n.t.Fatalf("nft delete table %s vmd: %v\n%s", family, err, out)
+		}
+	}
+	out, err := n.l.Run(ctx, lab.InLab, "ip", "-o", "link", "show")
+	if err != nil {
+		n.t.Fatal(err)
+	}
+	for _, line := range strings.Split(out, "\n") {
+		f := strings.Fields(line)
+		if len(f) < 2 {
+			continue
+		}
+		name, _, _ := strings.Cut(strings.TrimSuffix(f[1], ":"), "@")
+		if strings.HasPrefix(name, "vmd-") || strings.HasPrefix(name, "vmt-") {
+			if out, err := n.l.Run(ctx, lab.InLab, "ip", "link", "del", name); err != nil {
+				n.t.Fatalf("ip link del %s: %v\n%s", name, err, out)
+			}
+		}
+	}
+	if out, err := n.l.Run(ctx, lab.InLab, "ip", "addr", "flush", "dev", "vmdlab-up", "scope", "global", "to", "10.78.0.96/27"); err != nil {
+		n.t.Fatalf("removing external IPs: %v\n%s", err, out)
+	}
 }
 
 // waitRules polls the rules until ok accepts them (vmd applies a spec change asynchronously).
