@@ -6,6 +6,7 @@ package config
 import (
 	_ "embed"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"maps"
 	"net/netip"
@@ -110,9 +111,15 @@ type NetworkConfig struct {
 	// exposure (ExternalUnavailable).
 	ExternalPool string `json:"externalPool"`
 	// DNS lists the resolvers given to guests (DHCP and cloud-init).
-	// Empty gives them their tenant gateway, which answers only when the
-	// operator runs a resolver listening on the tenant bridges.
+	// Empty gives them their tenant gateway, where vmd runs a DNS
+	// forwarder relaying to DNSUpstreams.
 	DNS []string `json:"dns"`
+	// DNSUpstreams are the resolvers vmd's gateway forwarder relays guest
+	// queries to, as "IP" or "IP:port" ("[IPv6]:port"). Empty reads the
+	// nameserver lines of /etc/resolv.conf at start; loopback resolvers
+	// such as systemd-resolved's 127.0.0.53 work, because vmd, not the
+	// guest, talks to them.
+	DNSUpstreams []string `json:"dnsUpstreams"`
 
 	// Bridge (deprecated) selects the interim single-bridge mode.
 	Bridge string `json:"bridge"`
@@ -137,6 +144,8 @@ type ParsedNetwork struct {
 	// ExternalPool is the zero range when external exposure is disabled.
 	ExternalPool network.AddrRange
 	DNS          []netip.Addr
+	// DNSUpstreams is empty when the host's resolv.conf is to be used.
+	DNSUpstreams []netip.AddrPort
 }
 
 // ParseNetwork parses the tenant-network settings (Validate reports the
@@ -171,7 +180,32 @@ func (n NetworkConfig) ParseNetwork() (ParsedNetwork, error) {
 		}
 		out.DNS = append(out.DNS, a)
 	}
+	for i, u := range n.DNSUpstreams {
+		ap, err := parseUpstream(u)
+		if err != nil {
+			return out, fmt.Errorf("network.dnsUpstreams[%d] %q: %w", i, u, err)
+		}
+		out.DNSUpstreams = append(out.DNSUpstreams, ap)
+	}
 	return out, nil
+}
+
+// parseUpstream reads "IP" (port 53) or "IP:port" / "[IPv6]:port".
+func parseUpstream(s string) (netip.AddrPort, error) {
+	if a, err := netip.ParseAddr(s); err == nil {
+		if a.Zone() != "" {
+			return netip.AddrPort{}, errors.New("must not carry an IPv6 zone")
+		}
+		return netip.AddrPortFrom(a, 53), nil
+	}
+	ap, err := netip.ParseAddrPort(s)
+	if err != nil {
+		return netip.AddrPort{}, errors.New(`must be "IP" or "IP:port"`)
+	}
+	if ap.Port() == 0 || ap.Addr().Zone() != "" {
+		return netip.AddrPort{}, errors.New("must have a non-zero port and no IPv6 zone")
+	}
+	return ap, nil
 }
 
 // TestingConfig is for vmd's test lab only.

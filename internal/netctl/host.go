@@ -9,6 +9,7 @@ import (
 	"sync"
 
 	"github.com/vmdhq/vmd/internal/network/dhcp"
+	"github.com/vmdhq/vmd/internal/network/dnsfwd"
 )
 
 // NamespaceRunner runs fn inside the network namespace vmd manages
@@ -67,6 +68,77 @@ func (r *runningServer) Stop() {
 
 // Running implements LeaseServer.
 func (r *runningServer) Running() bool {
+	select {
+	case <-r.done:
+		return false
+	default:
+		return true
+	}
+}
+
+// HostDNS is the production DNSStarter: a dnsfwd.Forwarder on gateway:53
+// (UDP and TCP), its sockets opened inside ns next to the bridge, relaying
+// the queries of subnet to upstreams. Upstream sockets are opened on the
+// forwarder's own goroutines, that is in vmd's network namespace, which is
+// what makes a loopback resolver of the host (systemd-resolved on
+// 127.0.0.53) usable by guests.
+func HostDNS(ctx context.Context, ns NamespaceRunner, upstreams []netip.AddrPort, log *slog.Logger) DNSStarter {
+	if log == nil {
+		log = slog.Default()
+	}
+	return func(bridge string, gateway netip.Addr, subnet netip.Prefix) (Service, error) {
+		addr := netip.AddrPortFrom(gateway, 53).String()
+		var (
+			udp net.PacketConn
+			tcp net.Listener
+		)
+		err := ns.Do(func() error {
+			var err error
+			if udp, err = net.ListenPacket("udp4", addr); err != nil {
+				return err
+			}
+			if tcp, err = net.Listen("tcp4", addr); err != nil {
+				_ = udp.Close()
+				return err
+			}
+			return nil
+		})
+		if err != nil {
+			return nil, fmt.Errorf("opening dns sockets on %s (%s): %w", bridge, addr, err)
+		}
+		fwd, err := dnsfwd.New(udp, tcp, dnsfwd.Config{
+			Upstreams: upstreams, Clients: []netip.Prefix{subnet}, Logger: log.With("bridge", bridge),
+		})
+		if err != nil {
+			_ = udp.Close()
+			_ = tcp.Close()
+			return nil, err
+		}
+		r := &runningForwarder{fwd: fwd, done: make(chan struct{})}
+		go func() {
+			defer close(r.done)
+			if err := fwd.Serve(ctx); err != nil {
+				log.Error("dns forwarder stopped", "bridge", bridge, "err", err)
+			}
+		}()
+		return r, nil
+	}
+}
+
+// runningForwarder is a dnsfwd.Forwarder with its serving goroutine.
+type runningForwarder struct {
+	fwd  *dnsfwd.Forwarder
+	done chan struct{}
+}
+
+// Stop implements Service; it returns once the sockets are closed.
+func (r *runningForwarder) Stop() {
+	_ = r.fwd.Close()
+	<-r.done
+}
+
+// Running implements Service.
+func (r *runningForwarder) Running() bool {
 	select {
 	case <-r.done:
 		return false

@@ -72,6 +72,19 @@ type LeaseServer interface {
 // tenant gateway). It is called after the bridge exists.
 type DHCPStarter func(bridge string, serverID netip.Addr) (LeaseServer, error)
 
+// Service is a per-bridge service other than DHCP (the DNS forwarder).
+type Service interface {
+	// Stop stops serving and releases the sockets.
+	Stop()
+	// Running is false once the service stopped on its own.
+	Running() bool
+}
+
+// DNSStarter starts the DNS forwarder of one tenant bridge, listening on
+// gateway:53 and serving clients in subnet. It is called after the bridge
+// and its gateway address exist.
+type DNSStarter func(bridge string, gateway netip.Addr, subnet netip.Prefix) (Service, error)
+
 // Config is what a Networker needs.
 type Config struct {
 	// Uplink, TenantPool, ExternalPool and DNS as configured; an empty
@@ -86,6 +99,10 @@ type Config struct {
 	Links    Links
 	Firewall Firewall
 	DHCP     DHCPStarter
+	// DNS starts the gateway's DNS forwarder of each tenant bridge; nil,
+	// or resolvers configured in Host.DNS (guests then use those), runs
+	// none.
+	DNS DNSStarter
 	// Log receives one line per host change.
 	Log *slog.Logger
 }
@@ -101,10 +118,20 @@ type Networker struct {
 	servers map[string]*bridgeServer // by bridge name
 }
 
-// bridgeServer is a running DHCP server and the gateway it answers as.
+// bridgeServer is a running DHCP server, the DNS forwarder beside it (nil
+// when none runs) and the gateway both answer as.
 type bridgeServer struct {
 	srv     LeaseServer
+	dns     Service
 	gateway netip.Addr
+}
+
+// stop stops the bridge's DHCP server and DNS forwarder.
+func (s *bridgeServer) stop() {
+	s.srv.Stop()
+	if s.dns != nil {
+		s.dns.Stop()
+	}
 }
 
 var _ controller.Networker = (*Networker)(nil)
@@ -253,7 +280,7 @@ func (n *Networker) Close() {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	for name, s := range n.servers {
-		s.srv.Stop()
+		s.stop()
 		delete(n.servers, name)
 	}
 }
@@ -324,8 +351,11 @@ func recreatedBridges(changes []netlink.Change) map[string]bool {
 	return out
 }
 
-// syncDHCP runs one server per desired tenant bridge with exactly its
-// endpoints' leases, and stops the servers of bridges that went away.
+// syncDHCP runs one DHCP server per desired tenant bridge with exactly its
+// endpoints' leases, and the DNS forwarder beside it, and stops the
+// servers of bridges that went away. A forwarder that cannot start is
+// logged and retried at the next sync rather than failing it: guests
+// without DNS still run, guests without DHCP would not get an address.
 func (n *Networker) syncDHCP(d network.Desired, recreated map[string]bool) error {
 	leases := Leases(d)
 	var errs []error
@@ -334,7 +364,7 @@ func (n *Networker) syncDHCP(d network.Desired, recreated map[string]bool) error
 		want[t.Bridge] = true
 		s := n.servers[t.Bridge]
 		if s != nil && (recreated[t.Bridge] || s.gateway != t.Gateway || !s.srv.Running()) {
-			s.srv.Stop()
+			s.stop()
 			delete(n.servers, t.Bridge)
 			s = nil
 		}
@@ -350,14 +380,36 @@ func (n *Networker) syncDHCP(d network.Desired, recreated map[string]bool) error
 		if err := s.srv.SetLeases(leases[t.Bridge]); err != nil {
 			errs = append(errs, fmt.Errorf("setting dhcp leases on %s: %w", t.Bridge, err))
 		}
+		n.syncDNS(s, t)
 	}
 	for name, s := range n.servers {
 		if !want[name] {
-			s.srv.Stop()
+			s.stop()
 			delete(n.servers, name)
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// syncDNS (re)starts the DNS forwarder of tenant t's bridge when guests
+// are told to use the gateway as resolver.
+func (n *Networker) syncDNS(s *bridgeServer, t network.Tenant) {
+	if n.cfg.DNS == nil || len(n.cfg.Host.DNS) > 0 {
+		return
+	}
+	if s.dns != nil && s.dns.Running() {
+		return
+	}
+	if s.dns != nil {
+		s.dns.Stop()
+		s.dns = nil
+	}
+	dns, err := n.cfg.DNS(t.Bridge, t.Gateway, t.Subnet)
+	if err != nil {
+		n.log.Warn("dns forwarder not started; retried at the next sync", "bridge", t.Bridge, "err", err)
+		return
+	}
+	s.dns = dns
 }
 
 // BuildDesired is the pure heart of Sync: the complete desired host

@@ -504,3 +504,108 @@ func TestNetworkerStartReleasesOrphansAndKeepsGoing(t *testing.T) {
 		t.Fatalf("links got %+v", f.links.last.Endpoints)
 	}
 }
+
+type fakeForwarder struct {
+	bridge          string
+	gateway         netip.Addr
+	subnet          netip.Prefix
+	stopped, failed bool
+}
+
+func (s *fakeForwarder) Stop()         { s.stopped = true }
+func (s *fakeForwarder) Running() bool { return !s.stopped && !s.failed }
+
+type fakeDNS struct {
+	started []*fakeForwarder
+	err     error
+}
+
+func (f *fakeDNS) start(bridge string, gw netip.Addr, subnet netip.Prefix) (Service, error) {
+	if f.err != nil {
+		return nil, f.err
+	}
+	s := &fakeForwarder{bridge: bridge, gateway: gw, subnet: subnet}
+	f.started = append(f.started, s)
+	return s, nil
+}
+
+func (f *fakeDNS) running() map[string]*fakeForwarder {
+	out := map[string]*fakeForwarder{}
+	for _, s := range f.started {
+		if s.Running() {
+			if out[s.bridge] != nil {
+				panic("two forwarders on " + s.bridge)
+			}
+			out[s.bridge] = s
+		}
+	}
+	return out
+}
+
+// TestNetworkerDNSForwarders: one forwarder per tenant bridge on its
+// gateway, serving its subnet, beside the DHCP server; none when guests
+// are given configured resolvers; a failed start does not fail the sync
+// and is retried; a forwarder that died is replaced; an empty tenant's
+// is stopped.
+func TestNetworkerDNSForwarders(t *testing.T) {
+	ctx := context.Background()
+	t.Run("configured resolvers: no forwarder", func(t *testing.T) {
+		host := hostCfg
+		host.DNS = []netip.Addr{netip.MustParseAddr("192.0.2.53")}
+		f := newFixture(t, host)
+		dns := &fakeDNS{}
+		f.net.cfg.DNS = dns.start
+		f.attach(f.create("a", "web", v1alpha1.VMInstanceSpec{}))
+		if err := f.net.Sync(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if len(dns.started) != 0 {
+			t.Fatalf("forwarders started although guests use %v: %+v", host.DNS, dns.started)
+		}
+	})
+
+	f := newFixture(t, hostCfg)
+	dns := &fakeDNS{err: errors.New("address already in use")}
+	f.net.cfg.DNS = dns.start
+	web := f.create("a", "web", v1alpha1.VMInstanceSpec{})
+	db := f.create("b", "db", v1alpha1.VMInstanceSpec{})
+	aw, ad := f.attach(web), f.attach(db)
+	if err := f.net.Sync(ctx); err != nil {
+		t.Fatalf("a forwarder that cannot start failed the sync: %v", err)
+	}
+	dns.err = nil
+	if err := f.net.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	got := dns.running()
+	fa, fb := got[network.BridgeName("a")], got[network.BridgeName("b")]
+	if len(got) != 2 || fa == nil || fb == nil {
+		t.Fatalf("running forwarders %+v, want one on each tenant bridge", got)
+	}
+	if fa.gateway != aw.Gateway || fa.subnet != aw.Subnet || fb.gateway != ad.Gateway || fb.subnet != ad.Subnet {
+		t.Fatalf("forwarders %+v %+v, want gateways/subnets of %+v %+v", fa, fb, aw, ad)
+	}
+	if err := f.net.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if len(dns.started) != 2 {
+		t.Fatalf("a sync without changes started forwarders again: %d started", len(dns.started))
+	}
+	fa.failed = true
+	if err := f.net.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if now := dns.running()[network.BridgeName("a")]; now == nil || now == fa || !fa.stopped {
+		t.Fatalf("a dead forwarder was not replaced: %+v", dns.running())
+	}
+	if err := f.net.Release(ctx, db.ObjectMeta.UID); err != nil {
+		t.Fatal(err)
+	}
+	if !fb.stopped || dns.running()[network.BridgeName("b")] != nil {
+		t.Fatal("the forwarder of an empty tenant still runs")
+	}
+	f.net.Close()
+	if len(dns.running()) != 0 {
+		t.Fatalf("Close left forwarders running: %+v", dns.running())
+	}
+}
