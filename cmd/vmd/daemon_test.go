@@ -211,9 +211,44 @@ func TestWholeDaemonWithFakes(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 	}
 
+	// The VM's lifecycle is told as events, as kubectl describe shows them.
+	deadline = time.Now().Add(10 * time.Second)
+	for {
+		out = d.mustVmctl("describe", "vmi", "web")
+		if strings.Contains(out, "Restarted") || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	for _, want := range []string{"Events:", "Defined", "Started", "Crashed", "Restarted", "runStrategy Always restarted domain default.vm-instance-web"} {
+		if !strings.Contains(out, want) {
+			t.Fatalf("describe vmi lacks %q:\n%s", want, out)
+		}
+	}
+
+	// Growing the data disk of the running VM goes through the hypervisor
+	// (online, the guest sees it), not the storage adapter.
+	grown := filepath.Join(t.TempDir(), "grown.yaml")
+	b, _ := os.ReadFile(example)
+	if err := os.WriteFile(grown, bytes.Replace(b, []byte("storage: 20Gi"), []byte("storage: 30Gi"), 1), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	d.mustVmctl("apply", "-f", grown)
+	deadline = time.Now().Add(10 * time.Second)
+	for len(domains.Resizes()) == 0 && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if r := domains.Resizes(); len(r) != 1 || r[0].Domain != "default.vm-instance-web" || r[0].Bytes != 30<<30 {
+		t.Fatalf("online resizes %+v, want one of web-data to 30Gi", r)
+	}
+	d.mustVmctl("wait", "vmd/web-data", "--for=jsonpath={.status.size}=32212254720", "--timeout=10s")
+	if out := d.mustVmctl("describe", "vmd", "web-data"); !strings.Contains(out, "online, through running vminstance web") {
+		t.Fatalf("describe vmd lacks the online growth event:\n%s", out)
+	}
+
 	// A change to the spec is "configured" and bumps generation.
 	changed := filepath.Join(t.TempDir(), "vm.yaml")
-	b, _ := os.ReadFile(example)
+	b, _ = os.ReadFile(grown)
 	if err := os.WriteFile(changed, bytes.Replace(b, []byte("instanceType: u1.medium"), []byte("instanceType: u1.large"), 1), 0o600); err != nil {
 		t.Fatal(err)
 	}

@@ -24,16 +24,19 @@ import (
 type libvirtDriver struct {
 	conn       *libvirt.Conn
 	kernelBoot *config.KernelBoot
-	events     chan hypervisor.Event
-	stopOnce   sync.Once
-	stop       chan struct{}
-	done       chan struct{}
+	// caps caches Capabilities; a reconnect invalidates it (forward).
+	caps     *capsCache
+	events   chan hypervisor.Event
+	stopOnce sync.Once
+	stop     chan struct{}
+	done     chan struct{}
 }
 
 // newLibvirtDriver wraps conn and starts forwarding its events.
 func newLibvirtDriver(conn *libvirt.Conn, kb *config.KernelBoot) *libvirtDriver {
 	d := &libvirtDriver{conn: conn, kernelBoot: kb, events: make(chan hypervisor.Event, 256),
 		stop: make(chan struct{}), done: make(chan struct{})}
+	d.caps = newCapsCache(d.fetchCapabilities)
 	go d.forward()
 	return d
 }
@@ -51,6 +54,11 @@ func (d *libvirtDriver) forward() {
 		case ev, ok := <-in:
 			if !ok {
 				return
+			}
+			if ev.Type == libvirt.EventReconnected {
+				// Before the event goes out: the reconciles it wakes
+				// must see the restarted libvirtd's view.
+				d.caps.invalidate()
 			}
 			select {
 			case d.events <- translateEvent(ev):
@@ -167,8 +175,13 @@ func (d *libvirtDriver) List(ctx context.Context) ([]hypervisor.DomainInfo, erro
 // Events implements hypervisor.Driver.
 func (d *libvirtDriver) Events() <-chan hypervisor.Event { return d.events }
 
-// Capabilities implements hypervisor.Driver.
+// Capabilities implements hypervisor.Driver from a cache (see capsCache).
 func (d *libvirtDriver) Capabilities(ctx context.Context) (hypervisor.HostCapabilities, error) {
+	return d.caps.get(ctx)
+}
+
+// fetchCapabilities asks libvirtd for the host capabilities.
+func (d *libvirtDriver) fetchCapabilities(ctx context.Context) (hypervisor.HostCapabilities, error) {
 	c, err := d.conn.Capabilities(ctx)
 	if err != nil {
 		return hypervisor.HostCapabilities{}, err

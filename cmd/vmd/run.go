@@ -24,6 +24,7 @@ import (
 	"github.com/vmdhq/vmd/internal/images"
 	"github.com/vmdhq/vmd/internal/netctl"
 	"github.com/vmdhq/vmd/internal/network"
+	"github.com/vmdhq/vmd/internal/network/dnsfwd"
 	"github.com/vmdhq/vmd/internal/network/ipamstore"
 	"github.com/vmdhq/vmd/internal/network/netlink"
 	"github.com/vmdhq/vmd/internal/network/nft"
@@ -92,6 +93,7 @@ func realNetwork(cfg *config.Config, log *slog.Logger) networkFactory {
 			Host: network.HostConfig{Uplink: p.Uplink, TenantPool: p.TenantPool, ExternalPool: p.ExternalPool, DNS: p.DNS},
 			IPAM: ipam, Objects: store, Links: host, Firewall: nft.New(),
 			DHCP: netctl.HostDHCP(ctx, host, nlog.With("component", "dhcp")),
+			DNS:  dnsStarter(ctx, p, host, nlog.With("component", "dns")),
 			Log:  nlog,
 		})
 		if err != nil {
@@ -110,6 +112,34 @@ func realNetwork(cfg *config.Config, log *slog.Logger) networkFactory {
 	}
 }
 
+// dnsStarter returns the gateway DNS forwarder's starter, relaying to the
+// configured upstreams or else to /etc/resolv.conf's nameservers; nil
+// (no forwarder) when guests are given resolvers of their own or there is
+// nowhere to relay to.
+func dnsStarter(ctx context.Context, p config.ParsedNetwork, ns netctl.NamespaceRunner, log *slog.Logger) netctl.DNSStarter {
+	if len(p.DNS) > 0 {
+		return nil
+	}
+	upstreams, from := p.DNSUpstreams, "network.dnsUpstreams"
+	if len(upstreams) == 0 {
+		from = resolvConf
+		f, err := os.Open(resolvConf)
+		if err == nil {
+			upstreams, err = dnsfwd.ParseResolvConf(f)
+			_ = f.Close()
+		}
+		if err != nil {
+			log.Warn("no dns forwarder for guests: cannot read the host's resolvers; set network.dnsUpstreams or network.dns", "err", err)
+			return nil
+		}
+	}
+	log.Info("guests resolve through their gateway", "upstreams", upstreams, "from", from)
+	return netctl.HostDNS(ctx, ns, upstreams, log)
+}
+
+// resolvConf is where the host's resolvers are read from.
+const resolvConf = "/etc/resolv.conf"
+
 // realAdapters builds the storage adapters: directory pools driven by
 // qemu-img and the image fetcher for volumes, uploads and golden images.
 // The driver is hypervisor.NotImplemented until main attaches the libvirt
@@ -117,6 +147,11 @@ func realNetwork(cfg *config.Config, log *slog.Logger) networkFactory {
 // previous process left half-written and starts the preload of golden
 // images; the returned func stops background imports.
 func realAdapters(ctx context.Context, cfg *config.Config, log *slog.Logger) (adapters, func(), error) {
+	// Before the pools are created under it: the state tree must be
+	// traversable by qemu's user all the way down (see stateDirMode).
+	if err := prepareStateDirs(cfg, log); err != nil {
+		return adapters{}, nil, err
+	}
 	tool := &qemuimg.Runner{Log: log.With("component", "qemu-img")}
 	v, err := tool.Version(ctx)
 	if err != nil {
@@ -170,8 +205,8 @@ const partMaxAge = 7 * 24 * time.Hour
 func run(ctx context.Context, cfg *config.Config, ad adapters, log *slog.Logger, ready chan<- struct{}) error {
 	log.Info("starting vmd", "version", version.Version, "state_dir", cfg.StateDir, "socket", cfg.Socket,
 		"libvirt_uri", cfg.LibvirtURI, "domain_type", cfg.DomainType)
-	if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
-		return fmt.Errorf("creating state dir: %w", err)
+	if err := prepareStateDirs(cfg, log); err != nil {
+		return err
 	}
 	store, err := state.Open(cfg.StatePath(), state.Options{})
 	if err != nil {
@@ -197,13 +232,20 @@ func run(ctx context.Context, cfg *config.Config, ad adapters, log *slog.Logger,
 	// Events are best-effort and in memory (ADR 0010): what happened to an
 	// object lately, for describe and `vmctl events`.
 	rec := events.New(events.Options{})
-	ctrl.Register(v1alpha1.KindVMDisk, &controller.DiskReconciler{
+	disks := &controller.DiskReconciler{
 		Store: store, Volumes: ad.volumes, Log: log.With("kind", "VMDisk"), Recorder: rec,
-	}, controller.InstancesOfDisk(store))
+	}
+	// A volume a running VM holds is grown through the hypervisor, so the
+	// guest sees the new size at once (see controller/growth.go).
+	if d, ok := ad.driver.(controller.DiskDomains); ok {
+		disks.Domains = d
+	}
+	ctrl.Register(v1alpha1.KindVMDisk, disks, controller.InstancesOfDisk(store))
 	vms, err := instanceReconciler(cfg, store, ad.driver, cat, log.With("kind", "VMInstance"))
 	if err != nil {
 		return err
 	}
+	vms.Recorder = rec
 	if ad.network != nil {
 		nw, closeNetwork, err := ad.network(ctx, store)
 		if err != nil {
@@ -326,9 +368,8 @@ func instanceReconciler(cfg *config.Config, store state.Store, drv hypervisor.Dr
 	if m := cfg.Testing.GuestReadyMarker; m != "" {
 		r.GuestReadyMarkers = [][]string{controller.DefaultGuestReadyMarkers, {m}}
 	}
-	if err := os.MkdirAll(r.InstancesDir, 0o755); err != nil {
-		return nil, fmt.Errorf("creating instances dir: %w", err)
-	}
+	// prepareStateDirs made InstancesDir (0711: qemu reaches the seeds and
+	// NVRAM files through it).
 	return r, nil
 }
 

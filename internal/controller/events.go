@@ -45,12 +45,18 @@ type diskSnapshot struct {
 	phase           string
 	reason, message string // of the Ready condition
 	size            int64
+	// resizeReason and resizeMessage are those of the Resizing condition
+	// (empty without one).
+	resizeReason, resizeMessage string
 }
 
 func snapshotDisk(d *v1alpha1.VMDisk) diskSnapshot {
 	s := diskSnapshot{phase: d.Status.Phase, size: d.Status.Size}
 	if c := v1alpha1.FindCondition(d.Status.Conditions, v1alpha1.ConditionReady); c != nil {
 		s.reason, s.message = c.Reason, c.Message
+	}
+	if c := v1alpha1.FindCondition(d.Status.Conditions, ConditionResizing); c != nil {
+		s.resizeReason, s.resizeMessage = c.Reason, c.Message
 	}
 	return s
 }
@@ -59,11 +65,24 @@ func snapshotDisk(d *v1alpha1.VMDisk) diskSnapshot {
 // an event. Only transitions count, never the state itself: a resync that
 // finds nothing new, or an import whose progress moved, records nothing.
 //   - a phase change into Importing or Ready says so once;
-//   - a Ready volume found larger than before says it grew;
+//   - a Ready volume found larger than before says it grew, and through
+//     which running VMs when it was grown online (grownOnline, the one
+//     input that is not status: how this pass grew it);
 //   - a waiting or failing Ready reason is recorded when it, or its
-//     message, changes, so each distinct error is told once.
-func diskEvents(old diskSnapshot, d *v1alpha1.VMDisk) []pendingEvent {
+//     message, changes, so each distinct error is told once;
+//   - so is a growth that waits (condition Resizing), as a Warning.
+func diskEvents(old diskSnapshot, d *v1alpha1.VMDisk, grownOnline []string) []pendingEvent {
 	now := snapshotDisk(d)
+	evs := readyEvents(old, now, d, grownOnline)
+	if now.resizeReason != "" && (now.resizeReason != old.resizeReason || now.resizeMessage != old.resizeMessage) {
+		evs = append(evs, pendingEvent{v1alpha1.EventTypeWarning, now.resizeReason, now.resizeMessage})
+	}
+	return evs
+}
+
+// readyEvents is diskEvents' rule for the phase, the Ready condition and
+// the size.
+func readyEvents(old, now diskSnapshot, d *v1alpha1.VMDisk, grownOnline []string) []pendingEvent {
 	changed := now.reason != old.reason || now.message != old.message
 	switch now.reason {
 	case "Importing":
@@ -77,7 +96,11 @@ func diskEvents(old diskSnapshot, d *v1alpha1.VMDisk) []pendingEvent {
 		case old.phase != v1alpha1.DiskPhaseReady:
 			return []pendingEvent{{v1alpha1.EventTypeNormal, ReasonImported, "imported " + describeSource(d.Spec.Source) + " into volume " + describeVolume(d)}}
 		case old.size > 0 && now.size > old.size:
-			return []pendingEvent{{v1alpha1.EventTypeNormal, ReasonVolumeGrown, "volume grown from " + humanBytes(old.size) + " to " + humanBytes(now.size)}}
+			msg := "volume grown from " + humanBytes(old.size) + " to " + humanBytes(now.size)
+			if len(grownOnline) > 0 {
+				msg += " online, through running vminstance " + strings.Join(grownOnline, ", ")
+			}
+			return []pendingEvent{{v1alpha1.EventTypeNormal, ReasonVolumeGrown, msg}}
 		}
 	case ReasonWaitingForSource, ReasonWaitingForUpload, ReasonWaitingForRelease:
 		if changed {
@@ -135,8 +158,9 @@ func recordEvents(rec EventRecorder, obj v1alpha1.Object, evs []pendingEvent) {
 // writeStatus stores disk's status when it changed (see writeStatus) and
 // then records the events the change deserves. Events follow the write, so
 // a failed write (a conflict) records nothing and the next pass, starting
-// from the same stored status, decides again.
-func (r *DiskReconciler) writeStatus(ctx context.Context, disk *v1alpha1.VMDisk, before []byte) error {
+// from the same stored status, decides again. grownOnline names the VMs
+// this pass grew the volume through (see diskEvents).
+func (r *DiskReconciler) writeStatus(ctx context.Context, disk *v1alpha1.VMDisk, before []byte, grownOnline []string) error {
 	var old v1alpha1.VMDisk
 	if err := json.Unmarshal(before, &old.Status); err != nil {
 		return fmt.Errorf("reading previous status: %w", err)
@@ -144,6 +168,6 @@ func (r *DiskReconciler) writeStatus(ctx context.Context, disk *v1alpha1.VMDisk,
 	if err := writeStatus(ctx, r.Store, disk, before); err != nil {
 		return err
 	}
-	recordEvents(r.Recorder, disk, diskEvents(snapshotDisk(&old), disk))
+	recordEvents(r.Recorder, disk, diskEvents(snapshotDisk(&old), disk, grownOnline))
 	return nil
 }

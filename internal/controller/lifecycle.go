@@ -82,9 +82,21 @@ type history struct {
 	// SeedHash is the hash of the cloud-init seed written to cidata.iso.
 	SeedHash string `json:"seedHash,omitempty"`
 	// DefinedHash is the hash of the domain XML last defined;
-	// RunningHash the one the running guest booted with.
+	// RunningHash the one the running guest booted with, and BootHash
+	// the same without the generation counter (see bootHash). A history
+	// written before BootHash existed has RunningHash only.
 	DefinedHash string `json:"definedHash,omitempty"`
 	RunningHash string `json:"runningHash,omitempty"`
+	BootHash    string `json:"bootHash,omitempty"`
+}
+
+// bootsOlder reports whether the running guest booted from a definition
+// other than the current one (a restart would change what it runs).
+func (h *history) bootsOlder(cur definitionHashes) bool {
+	if h.BootHash != "" {
+		return h.BootHash != cur.boot
+	}
+	return h.RunningHash != "" && h.RunningHash != cur.defined
 }
 
 // settle folds an observation into h before deciding: a strategy change

@@ -24,9 +24,13 @@ type DiskReconciler struct {
 	// Now is the clock (tests replace it).
 	Now func() time.Time
 	// Recorder receives an event at each status transition (import
-	// started, ready, failed, retrying, waiting, deleted); nil records
-	// nothing.
+	// started, ready, failed, retrying, waiting, grown, deleted); nil
+	// records nothing.
 	Recorder EventRecorder
+	// Domains, when set, grows volumes that a running VM holds through the
+	// hypervisor (see growth.go); nil leaves every growth to Volumes, which
+	// then waits for the VM to stop (qemu's image lock).
+	Domains DiskDomains
 }
 
 // Reconcile implements Reconciler.
@@ -81,9 +85,16 @@ func (r *DiskReconciler) Reconcile(ctx context.Context, key Key) (Result, error)
 			// created yet. Its changes do not reach this key, so look again.
 			st.Phase = v1alpha1.DiskPhasePending
 			setReady(&st.Conditions, v1alpha1.ConditionFalse, "WaitingForSource", waiting, disk.ObjectMeta.Generation, now)
-			return Result{RequeueAfter: r.sourceInterval()}, r.writeStatus(ctx, disk, before)
+			return Result{RequeueAfter: r.sourceInterval()}, r.writeStatus(ctx, disk, before, nil)
 		}
 		req.CloneFrom = from
+	}
+	var grownOnline []string
+	if r.Domains != nil && len(users) > 0 && needsGrowth(st, req) {
+		var deferral *growthDeferral
+		if grownOnline, deferral = r.growOnline(ctx, disk, req.SizeBytes, users); deferral != nil {
+			return r.deferGrowth(ctx, disk, before, deferral)
+		}
 	}
 	vol, err := r.Volumes.EnsureVolume(ctx, req)
 	switch {
@@ -91,11 +102,11 @@ func (r *DiskReconciler) Reconcile(ctx context.Context, key Key) (Result, error)
 		// Not a failure to retry: this build cannot do it. Say so plainly.
 		st.Phase = v1alpha1.DiskPhasePending
 		setReady(&st.Conditions, v1alpha1.ConditionFalse, "NotImplemented", err.Error(), disk.ObjectMeta.Generation, now)
-		return Result{}, r.writeStatus(ctx, disk, before)
+		return Result{}, r.writeStatus(ctx, disk, before, nil)
 	case errors.Is(err, errdefs.ErrInvalid):
 		st.Phase = v1alpha1.DiskPhaseFailed
 		setReady(&st.Conditions, v1alpha1.ConditionFalse, "ImportFailed", err.Error(), disk.ObjectMeta.Generation, now)
-		return Result{}, r.writeStatus(ctx, disk, before)
+		return Result{}, r.writeStatus(ctx, disk, before, nil)
 	case err != nil:
 		// Transient (network, host): keep the phase, show the error, retry
 		// with back-off from the queue.
@@ -103,7 +114,7 @@ func (r *DiskReconciler) Reconcile(ctx context.Context, key Key) (Result, error)
 			st.Phase = v1alpha1.DiskPhasePending
 		}
 		setReady(&st.Conditions, v1alpha1.ConditionFalse, "Retrying", err.Error(), disk.ObjectMeta.Generation, now)
-		if werr := r.writeStatus(ctx, disk, before); werr != nil {
+		if werr := r.writeStatus(ctx, disk, before, nil); werr != nil {
 			return Result{}, werr
 		}
 		return Result{}, err
@@ -127,6 +138,7 @@ func (r *DiskReconciler) Reconcile(ctx context.Context, key Key) (Result, error)
 		Type: v1alpha1.ConditionReplicated, Status: replicated, Reason: reason, Message: vol.ReplicationNote,
 	}, now)
 	res := Result{}
+	growErr := r.reportGrowth(disk, req, vol, now)
 	switch {
 	case vol.Ready:
 		st.Phase = v1alpha1.DiskPhaseReady
@@ -152,7 +164,10 @@ func (r *DiskReconciler) Reconcile(ctx context.Context, key Key) (Result, error)
 		setReady(&st.Conditions, v1alpha1.ConditionFalse, "Importing", importMessage(st.Progress, vol), disk.ObjectMeta.Generation, now)
 		res.RequeueAfter = r.progressInterval()
 	}
-	return res, r.writeStatus(ctx, disk, before)
+	if err := r.writeStatus(ctx, disk, before, grownOnline); err != nil {
+		return Result{}, err
+	}
+	return res, growErr
 }
 
 // importMessage says what a running import does: "importing 42.0% (120.0
@@ -229,7 +244,7 @@ func (r *DiskReconciler) finalize(ctx context.Context, disk *v1alpha1.VMDisk, be
 			"deletion waits until vminstance "+strings.Join(users, ", ")+" no longer attaches the disk",
 			disk.ObjectMeta.Generation, r.now())
 		// Instance changes re-queue this key (see DisksOfInstance).
-		return Result{}, r.writeStatus(ctx, disk, before)
+		return Result{}, r.writeStatus(ctx, disk, before, nil)
 	}
 	if err := r.Volumes.DeleteVolume(ctx, disk.ObjectMeta.Namespace, disk.ObjectMeta.Name, disk.ObjectMeta.UID); err != nil {
 		return Result{}, fmt.Errorf("deleting volume: %w", err)

@@ -196,13 +196,32 @@ func TestDiskEventsRule(t *testing.T) {
 		return []v1alpha1.Condition{{Type: v1alpha1.ConditionReady, Status: v1alpha1.ConditionFalse, Reason: reason, Message: msg}}
 	}
 	httpSrc := v1alpha1.DiskSource{HTTP: &v1alpha1.HTTPSource{URL: "https://x.test/a"}}
+	resizing := func(reason, msg string) v1alpha1.Condition {
+		return v1alpha1.Condition{Type: ConditionResizing, Status: v1alpha1.ConditionTrue, Reason: reason, Message: msg}
+	}
+	readyOK := v1alpha1.Condition{Type: v1alpha1.ConditionReady, Status: v1alpha1.ConditionTrue, Reason: "VolumeReady", Message: "m"}
+	readyDisk := diskSnapshot{phase: v1alpha1.DiskPhaseReady, reason: "VolumeReady", message: "m", size: 1 << 30}
 	tests := []struct {
-		name string
-		old  diskSnapshot
-		src  v1alpha1.DiskSource
-		st   v1alpha1.VMDiskStatus
-		want string
+		name   string
+		old    diskSnapshot
+		src    v1alpha1.DiskSource
+		st     v1alpha1.VMDiskStatus
+		online []string
+		want   string
 	}{
+		{name: "grown online", old: readyDisk, src: httpSrc, online: []string{"web"},
+			st:   v1alpha1.VMDiskStatus{Phase: v1alpha1.DiskPhaseReady, Size: 2 << 30, Conditions: []v1alpha1.Condition{readyOK}},
+			want: "Normal VolumeGrown volume grown from 1.0 GiB to 2.0 GiB online, through running vminstance web"},
+		{name: "growth starts waiting", old: readyDisk, src: httpSrc,
+			st:   v1alpha1.VMDiskStatus{Phase: v1alpha1.DiskPhaseReady, Size: 1 << 30, Conditions: []v1alpha1.Condition{readyOK, resizing(ReasonWaitingForHypervisor, "libvirt down")}},
+			want: "Warning WaitingForHypervisor libvirt down"},
+		{name: "growth still waiting", src: httpSrc,
+			old: diskSnapshot{phase: v1alpha1.DiskPhaseReady, reason: "VolumeReady", message: "m", size: 1 << 30, resizeReason: ReasonWaitingForHypervisor, resizeMessage: "libvirt down"},
+			st:  v1alpha1.VMDiskStatus{Phase: v1alpha1.DiskPhaseReady, Size: 1 << 30, Conditions: []v1alpha1.Condition{readyOK, resizing(ReasonWaitingForHypervisor, "libvirt down")}}},
+		{name: "growth wait changes cause", src: httpSrc,
+			old:  diskSnapshot{phase: v1alpha1.DiskPhaseReady, reason: "VolumeReady", message: "m", size: 1 << 30, resizeReason: ReasonWaitingForHypervisor, resizeMessage: "libvirt down"},
+			st:   v1alpha1.VMDiskStatus{Phase: v1alpha1.DiskPhaseReady, Size: 1 << 30, Conditions: []v1alpha1.Condition{readyOK, resizing(ReasonResizeFailed, "block_resize failed")}},
+			want: "Warning ResizeFailed block_resize failed"},
 		{name: "import progress moves", old: diskSnapshot{phase: v1alpha1.DiskPhaseImporting, reason: "Importing", message: "importing 10%"}, src: httpSrc,
 			st: v1alpha1.VMDiskStatus{Phase: v1alpha1.DiskPhaseImporting, Conditions: ready("Importing", "importing 20%")}},
 		{name: "import starts", old: diskSnapshot{}, src: httpSrc,
@@ -233,7 +252,7 @@ func TestDiskEventsRule(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			d := &v1alpha1.VMDisk{Spec: v1alpha1.VMDiskSpec{Source: tc.src}, Status: tc.st}
 			var got []string
-			for _, e := range diskEvents(tc.old, d) {
+			for _, e := range diskEvents(tc.old, d, tc.online) {
 				got = append(got, e.typ+" "+e.reason+" "+e.message)
 			}
 			if strings.Join(got, "|") != tc.want {

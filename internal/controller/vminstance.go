@@ -94,6 +94,10 @@ type InstanceReconciler struct {
 	GuestReadyMarkers [][]string
 	// Now is the clock (tests replace it).
 	Now func() time.Time
+	// Recorder receives an event at each lifecycle transition (defined,
+	// started, crashed, restarted, stopped, back-off, failures, deleted;
+	// see instanceEvents); nil records nothing.
+	Recorder EventRecorder
 
 	// ipMu serialises address allocation: the used set is read from other
 	// objects' status, so two workers must not allocate at once.
@@ -153,7 +157,7 @@ func (r *InstanceReconciler) Reconcile(ctx context.Context, key Key) (Result, er
 		st.Phase = v1alpha1.PhasePending
 		setReady(&st.Conditions, v1alpha1.ConditionFalse, "WaitingForDisks", waiting, gen, now)
 		// Disk changes re-queue this key (see InstancesOfDisk).
-		return Result{}, writeStatus(ctx, r.Store, vm, before)
+		return Result{}, r.writeStatus(ctx, vm, before, nil)
 	}
 
 	obs, err := r.Driver.State(ctx, st.DomainName)
@@ -169,13 +173,15 @@ func (r *InstanceReconciler) Reconcile(ctx context.Context, key Key) (Result, er
 		}
 		return r.retry(ctx, vm, before, reason, fmt.Errorf("observing domain %s: %w", st.DomainName, err))
 	}
-	if err := os.MkdirAll(paths.Dir, 0o755); err != nil {
+	if err := ensureInstanceDir(paths.Dir); err != nil {
 		return Result{}, fmt.Errorf("creating instance dir: %w", err)
 	}
 	hist, err := loadHistory(paths.History)
 	if err != nil {
 		return Result{}, err
 	}
+	// The definition as this pass found it, for the Defined event.
+	foundDefined := hist.DefinedHash
 	if obs.Exists && hist.DefinedHash == "" {
 		// A domain we have no record of: ours from before (re-adoption
 		// with a lost history) or one left by an older object of the
@@ -235,12 +241,16 @@ func (r *InstanceReconciler) Reconcile(ctx context.Context, key Key) (Result, er
 		v1alpha1.RemoveCondition(&st.Conditions, ConditionHostLimits)
 	}
 	xmlHash := hashString(built.XML)
+	hashes := definitionHashes{defined: xmlHash}
+	if hashes.boot, err = bootHash(spec, hist.SeedHash); err != nil {
+		return r.failed(ctx, vm, before, "InvalidSpec", err)
+	}
 	if !obs.Exists || xmlHash != hist.DefinedHash {
 		if err := r.Driver.Define(ctx, built.XML); err != nil {
 			if errors.Is(err, errdefs.ErrNotImplemented) {
 				st.Phase = v1alpha1.PhasePending
 				setReady(&st.Conditions, v1alpha1.ConditionFalse, "NotImplemented", err.Error(), gen, now)
-				return Result{}, writeStatus(ctx, r.Store, vm, before)
+				return Result{}, r.writeStatus(ctx, vm, before, nil)
 			}
 			return r.retry(ctx, vm, before, "DefineFailed", fmt.Errorf("defining domain %s: %w", spec.Name, err))
 		}
@@ -252,16 +262,33 @@ func (r *InstanceReconciler) Reconcile(ctx context.Context, key Key) (Result, er
 			return Result{}, fmt.Errorf("observing domain %s: %w", st.DomainName, err)
 		}
 	}
-	return r.lifecycle(ctx, vm, before, paths, obs, hist, xmlHash)
+	return r.lifecycle(ctx, vm, before, paths, obs, hist, foundDefined, hashes)
 }
 
 // lifecycle applies the run strategy to the observed domain and writes
-// the resulting status.
+// the resulting status. foundDefined is the defined XML's hash as the pass
+// found it, for the Defined event.
 func (r *InstanceReconciler) lifecycle(ctx context.Context, vm *v1alpha1.VMInstance, before []byte, paths instancePaths,
-	obs hypervisor.DomainState, hist history, xmlHash string) (Result, error) {
+	obs hypervisor.DomainState, hist history, foundDefined string, hashes definitionHashes) (Result, error) {
 	st, gen, now, name := &vm.Status, vm.ObjectMeta.Generation, r.now(), vm.Status.DomainName
 	strategy := vm.Spec.RunStrategy
 	loaded := hist.clone()
+	// How the domain was found stopped, told once by the final status
+	// write (a failed start leaves the stored phase as it was, so the
+	// pass that finally succeeds tells it).
+	stoppedAs := hypervisor.ExitNone
+	if obs.Exists && !obs.Running {
+		stoppedAs = exitOf(obs, hist)
+	}
+	// changes is what the next status write reports beyond status; after
+	// a write succeeds the definition's baseline moves on.
+	changes := func(final bool) *historyChange {
+		hc := &historyChange{oldDefined: foundDefined, newDefined: hist.DefinedHash}
+		if final {
+			hc.stoppedAs = stoppedAs
+		}
+		return hc
+	}
 	hist.settle(strategy, obs, now)
 	req := requestOf(vm)
 	d := decide(strategy, obs, hist, req, now)
@@ -273,9 +300,11 @@ func (r *InstanceReconciler) lifecycle(ctx context.Context, vm *v1alpha1.VMInsta
 	case actStop, actRestart:
 		st.Phase = v1alpha1.PhaseStopping
 		setReady(&st.Conditions, v1alpha1.ConditionFalse, "Stopping", d.Reason, gen, now)
-		if err := writeStatus(ctx, r.Store, vm, before); err != nil {
+		hc := changes(false)
+		if err := r.writeStatus(ctx, vm, before, hc); err != nil {
 			return Result{}, err
 		}
+		foundDefined = hc.newDefined
 		if err := saveHistory(paths.History, hist); err != nil {
 			return Result{}, err
 		}
@@ -292,7 +321,7 @@ func (r *InstanceReconciler) lifecycle(ctx context.Context, vm *v1alpha1.VMInsta
 			st.RestartCount++
 		}
 		hist.recordStart(d, now)
-		hist.RunningHash = xmlHash
+		hist.RunningHash, hist.BootHash = hashes.defined, hashes.boot
 		// Truncate the serial log so GuestReady reflects this boot only.
 		if err := truncate(paths.SerialLog); err != nil {
 			return Result{}, err
@@ -302,7 +331,7 @@ func (r *InstanceReconciler) lifecycle(ctx context.Context, vm *v1alpha1.VMInsta
 		}
 		log.Info("starting domain", "reason", d.Reason)
 		if err := r.Driver.Start(ctx, name); err != nil {
-			return r.retryFresh(ctx, vm, "StartFailed", fmt.Errorf("starting domain %s: %w", name, err))
+			return r.retryFresh(ctx, vm, changes(false), "StartFailed", fmt.Errorf("starting domain %s: %w", name, err))
 		}
 	default:
 		// Most passes change nothing: skip the fsync.
@@ -320,13 +349,13 @@ func (r *InstanceReconciler) lifecycle(ctx context.Context, vm *v1alpha1.VMInsta
 	if err != nil || vm == nil {
 		return Result{}, err
 	}
-	res := r.reportPhase(vm, obs, hist, d, paths, xmlHash, now)
-	return res, writeStatus(ctx, r.Store, vm, before)
+	res := r.reportPhase(vm, obs, hist, d, paths, hashes, now)
+	return res, r.writeStatus(ctx, vm, before, changes(true))
 }
 
 // reportPhase sets phase and conditions from the observation after acting.
 func (r *InstanceReconciler) reportPhase(vm *v1alpha1.VMInstance, obs hypervisor.DomainState, hist history, d decision,
-	paths instancePaths, xmlHash string, now time.Time) Result {
+	paths instancePaths, hashes definitionHashes, now time.Time) Result {
 	st, gen, name := &vm.Status, vm.ObjectMeta.Generation, vm.Status.DomainName
 	var res Result
 	if hist.inBackoff(now) && !obs.Running {
@@ -357,7 +386,7 @@ func (r *InstanceReconciler) reportPhase(vm *v1alpha1.VMInstance, obs hypervisor
 		st.Phase = v1alpha1.PhaseStopped
 		setReady(&st.Conditions, v1alpha1.ConditionFalse, "Stopped", "domain "+name+" is not running: "+d.Reason, gen, now)
 	}
-	if obs.Running && hist.RunningHash != "" && hist.RunningHash != xmlHash {
+	if obs.Running && hist.bootsOlder(hashes) {
 		setCondition(&st.Conditions, ConditionRestartRequired, v1alpha1.ConditionTrue, "SpecChanged",
 			"the running guest uses an older definition; restart it to apply the spec", gen, now)
 	} else {
@@ -391,25 +420,30 @@ func (r *InstanceReconciler) reportPhase(vm *v1alpha1.VMInstance, obs hypervisor
 func (r *InstanceReconciler) failed(ctx context.Context, vm *v1alpha1.VMInstance, before []byte, reason string, err error) (Result, error) {
 	vm.Status.Phase = v1alpha1.PhaseFailed
 	setReady(&vm.Status.Conditions, v1alpha1.ConditionFalse, reason, err.Error(), vm.ObjectMeta.Generation, r.now())
-	return Result{}, writeStatus(ctx, r.Store, vm, before)
+	return Result{}, r.writeStatus(ctx, vm, before, nil)
 }
 
 // retry shows a transient error and returns it so the key backs off.
 func (r *InstanceReconciler) retry(ctx context.Context, vm *v1alpha1.VMInstance, before []byte, reason string, err error) (Result, error) {
+	return r.retryWith(ctx, vm, before, nil, reason, err)
+}
+
+// retryWith is retry reporting the history change hc (may be nil).
+func (r *InstanceReconciler) retryWith(ctx context.Context, vm *v1alpha1.VMInstance, before []byte, hc *historyChange, reason string, err error) (Result, error) {
 	setReady(&vm.Status.Conditions, v1alpha1.ConditionFalse, reason, err.Error(), vm.ObjectMeta.Generation, r.now())
-	if werr := writeStatus(ctx, r.Store, vm, before); werr != nil {
+	if werr := r.writeStatus(ctx, vm, before, hc); werr != nil {
 		return Result{}, errors.Join(err, werr)
 	}
 	return Result{}, err
 }
 
 // retryFresh is retry after status may have been written already.
-func (r *InstanceReconciler) retryFresh(ctx context.Context, vm *v1alpha1.VMInstance, reason string, err error) (Result, error) {
+func (r *InstanceReconciler) retryFresh(ctx context.Context, vm *v1alpha1.VMInstance, hc *historyChange, reason string, err error) (Result, error) {
 	vm, before, ferr := r.fresh(ctx, vm)
 	if ferr != nil || vm == nil {
 		return Result{}, errors.Join(err, ferr)
 	}
-	return r.retry(ctx, vm, before, reason, err)
+	return r.retryWith(ctx, vm, before, hc, reason, err)
 }
 
 // fresh re-reads vm keeping the status computed so far, so a status
@@ -469,7 +503,7 @@ func removeDomain(ctx context.Context, d hypervisor.Driver, name string, timeout
 func (r *InstanceReconciler) delete(ctx context.Context, vm *v1alpha1.VMInstance, before []byte, paths instancePaths) error {
 	st := &vm.Status
 	st.Phase = v1alpha1.PhaseTerminating
-	if err := writeStatus(ctx, r.Store, vm, before); err != nil {
+	if err := r.writeStatus(ctx, vm, before, nil); err != nil {
 		return err
 	}
 	// Only remove a domain that is ours: a same-named domain of a newer
@@ -494,7 +528,12 @@ func (r *InstanceReconciler) delete(ctx context.Context, vm *v1alpha1.VMInstance
 	}
 	// Drop the namespace directory when this was its last instance.
 	_ = os.Remove(filepath.Dir(paths.Dir))
-	return removeFinalizer(ctx, r.Store, vm)
+	if err := removeFinalizer(ctx, r.Store, vm); err != nil {
+		return err
+	}
+	recordEvents(r.Recorder, vm, []pendingEvent{{v1alpha1.EventTypeNormal, ReasonDeleted,
+		"released domain " + st.DomainName + " (with its NVRAM and TPM state), its network and the instance's files"}})
+	return nil
 }
 
 // resolveDisks reads the VMDisks in boot order. A non-empty waiting message
@@ -552,7 +591,7 @@ func (r *InstanceReconciler) ensureAddress(ctx context.Context, vm *v1alpha1.VMI
 		}
 		setPrivateAddress(vm, addr, mac)
 		vm.Status.Phase = v1alpha1.PhaseProvisioning
-		if err := writeStatus(ctx, r.Store, vm, before); err != nil {
+		if err := r.writeStatus(ctx, vm, before, nil); err != nil {
 			return nil, nil, err
 		}
 	} else {
@@ -581,7 +620,7 @@ func (r *InstanceReconciler) attachNetwork(ctx context.Context, vm *v1alpha1.VMI
 	if st.Phase == "" {
 		st.Phase = v1alpha1.PhaseProvisioning
 	}
-	if err := writeStatus(ctx, r.Store, vm, *before); err != nil {
+	if err := r.writeStatus(ctx, vm, *before, nil); err != nil {
 		return nil, nil, "", err
 	}
 	if *before, err = statusJSON(vm); err != nil {
@@ -678,13 +717,35 @@ func (r *InstanceReconciler) ensureSeed(vm *v1alpha1.VMInstance, netcfg *cloudin
 	}
 	h := seed.Hash()
 	if _, err := os.Stat(paths.ISO); err == nil && h == hist.SeedHash {
-		return paths.ISO, nil
+		return paths.ISO, privateFile(paths.ISO)
 	}
 	if err := cloudinit.WriteISOFile(paths.ISO, seed); err != nil {
 		return "", fmt.Errorf("writing seed: %w", err)
 	}
+	if err := privateFile(paths.ISO); err != nil {
+		return "", err
+	}
 	hist.SeedHash = h
 	return paths.ISO, saveHistory(paths.History, *hist)
+}
+
+// privateFile takes group and other permissions away from path. The seed
+// carries the user's cloud-init data (passwords, keys) and its directory
+// is searchable by everyone (instanceDirMode), so it must not be readable
+// by others; libvirt chowns it to qemu's user, which can then read it as
+// owner.
+func privateFile(path string) error {
+	st, err := os.Stat(path)
+	if err != nil {
+		return fmt.Errorf("checking mode of %s: %w", path, err)
+	}
+	if st.Mode().Perm()&0o077 == 0 {
+		return nil
+	}
+	if err := os.Chmod(path, st.Mode().Perm()&^0o077); err != nil {
+		return fmt.Errorf("making %s private: %w", path, err)
+	}
+	return nil
 }
 
 // planDomain is the pure translation of a VMInstance, its resolved disks,
@@ -796,6 +857,26 @@ func deref(s *string) string {
 	return *s
 }
 
+// definitionHashes identify a domain definition: defined is the sha256 of
+// the XML as defined (what Define compares), boot that of what the guest
+// boots from (see bootHash).
+type definitionHashes struct{ defined, boot string }
+
+// bootHash hashes what a guest boots from: the domain XML built with
+// generation 0, and the cloud-init seed. The generation in the metadata
+// changes with every spec edit, including those a running guest never
+// sees (runStrategy, a power request); comparing it would raise
+// RestartRequired for all of them. The seed is read at boot, so an edited
+// cloudInit or new sshKeys need a restart although the XML is the same.
+func bootHash(spec hypervisor.DomainSpec, seedHash string) (string, error) {
+	spec.Generation = 0
+	b, err := hypervisor.BuildDomain(spec)
+	if err != nil {
+		return "", err
+	}
+	return hashString(b.XML + "\x00" + seedHash), nil
+}
+
 func hashString(s string) string {
 	sum := sha256.Sum256([]byte(s))
 	return hex.EncodeToString(sum[:])
@@ -878,6 +959,35 @@ func containsAll(s string, subs []string) bool {
 		}
 	}
 	return true
+}
+
+// instanceDirMode is the mode of <InstancesDir>/<namespace> and of the
+// instance directory below it. qemu runs as an unprivileged user (Debian:
+// libvirt-qemu) and libvirt chowns the seed ISO and the NVRAM to it at
+// start; qemu must search both directories to open them, nobody needs to
+// list them (they name tenants' VMs). The serial log is written by
+// virtlogd, which runs as root.
+const instanceDirMode fs.FileMode = 0o711
+
+// ensureInstanceDir creates an instance directory and its namespace
+// directory with exactly instanceDirMode, whatever the umask, and corrects
+// them when they have another mode (0755, as an older vmd made them).
+func ensureInstanceDir(dir string) error {
+	if err := os.MkdirAll(dir, instanceDirMode); err != nil {
+		return err
+	}
+	for _, d := range []string{filepath.Dir(dir), dir} {
+		st, err := os.Stat(d)
+		if err != nil {
+			return err
+		}
+		if st.Mode().Perm() != instanceDirMode {
+			if err := os.Chmod(d, instanceDirMode); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }
 
 // truncate empties path if it exists.

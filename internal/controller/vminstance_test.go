@@ -425,3 +425,51 @@ func TestSameNameInTwoNamespaces(t *testing.T) {
 		t.Fatal("deleting tenant-a's web touched tenant-b's")
 	}
 }
+
+// RestartRequired means a restart would change what the guest runs: a new
+// runStrategy (a new generation in the domain's metadata) does not, an
+// edited cloudInit (read from the seed at boot) does.
+func TestRestartRequiredOnlyForWhatTheGuestBootsFrom(t *testing.T) {
+	f := newFixture(t)
+	f.createVM("web", v1alpha1.VMInstanceSpec{})
+	f.mustReconcileVM("web")
+	f.setStrategy("web", v1alpha1.RunStrategyManual)
+	f.mustReconcileVM("web")
+	if d, _ := f.domains.Get("default.vm-instance-web"); d.Defines != 2 || !d.Running {
+		t.Fatalf("defines %d running %v: the new generation is defined, the guest keeps running", d.Defines, d.Running)
+	}
+	if c := condition(f.vm("web"), ConditionRestartRequired); c != "" {
+		t.Fatalf("RestartRequired = %q after a runStrategy change", c)
+	}
+	vm := f.vm("web")
+	vm.Spec.CloudInit = "#cloud-config\nruncmd: [true]\n"
+	if err := f.store.Update(context.Background(), vm); err != nil {
+		t.Fatal(err)
+	}
+	f.mustReconcileVM("web")
+	if c := condition(f.vm("web"), ConditionRestartRequired); c != v1alpha1.ConditionTrue {
+		t.Fatalf("RestartRequired = %q after a cloudInit edit", c)
+	}
+}
+
+func TestBootsOlder(t *testing.T) {
+	cur := definitionHashes{defined: "d2", boot: "b1"}
+	tests := []struct {
+		name string
+		h    history
+		want bool
+	}{
+		{name: "never started", h: history{}, want: false},
+		{name: "same boot, other generation", h: history{RunningHash: "d1", BootHash: "b1"}, want: false},
+		{name: "other boot", h: history{RunningHash: "d2", BootHash: "b0"}, want: true},
+		{name: "history from before bootHash, same definition", h: history{RunningHash: "d2"}, want: false},
+		{name: "history from before bootHash, other definition", h: history{RunningHash: "d1"}, want: true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := tc.h.bootsOlder(cur); got != tc.want {
+				t.Fatalf("bootsOlder = %v, want %v", got, tc.want)
+			}
+		})
+	}
+}

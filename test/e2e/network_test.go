@@ -65,6 +65,7 @@ func TestNetwork(t *testing.T) {
 	start := time.Now()
 	l := lab.New(t, lab.Options{Images: []images.Name{images.Tiny}, Logf: t.Logf})
 	obs := observe(t, l)
+	serveDNS(t, l)
 
 	h := newVMD(t, l, "--config", writeTinyConfig(t, l))
 	vmd := h.Start("vmd")
@@ -100,11 +101,12 @@ probe() { echo "$1 [$(nc -w 3 "$2" "$3" </dev/null 2>/dev/null)]" | tr -d '\r\n'
 report "$(probe same-tenant %[1]s %[5]d)"
 report "$(probe other-tenant %[2]s %[5]d)"
 report "$(probe host "$GW" %[6]d)"
+report "dns [$(nslookup %[8]s "$GW" 2>&1 | sed -n 's/^Address:[[:space:]]*\([0-9.]*\)$/\1/p')]"
 ip addr add %[3]s/32 dev eth0
 ip route add %[4]s/32 via "$GW" src %[3]s
 echo forged | nc -w 3 %[4]s %[7]d
 report forged-sent
-`, peer.private, other.private, forged, spoofTarget, lab.TinyIDPort, hostProbePort, spoofPort)
+`, peer.private, other.private, forged, spoofTarget, lab.TinyIDPort, hostProbePort, spoofPort, dnsName)
 	webSpec := vmSpec{ns: "tenant-a", name: "web", method: "PortList", ports: []int{22, 80, 443}, icmp: "false", userData: webScript}
 	applied := time.Now()
 	n.apply(webSpec)
@@ -134,6 +136,7 @@ report forged-sent
 		"same-tenant [" + peerID + "]", // positive control: the probe itself works
 		"other-tenant []",
 		"host []",
+		"dns [" + dnsAnswer.String() + "]", // through the gateway's forwarder to the lab's server
 	} {
 		if !slices.Contains(reports, want) {
 			t.Errorf("web reported %q, want a line %q", reports, want)
@@ -262,6 +265,68 @@ report forged-sent
 	if err := vmd.Stop(10 * time.Second); err != nil {
 		t.Error(err)
 	}
+}
+
+// The name the lab's DNS server answers, and its address.
+const dnsName = "probe.vmd.test"
+
+var dnsAnswer = netip.MustParseAddr("192.0.2.77")
+
+// serveDNS answers UDP queries on labDNS in the lab namespace, where vmd's gateway forwarder
+// relays guest queries: an A query for dnsName gets dnsAnswer, any other query an empty
+// NOERROR answer. Enough DNS for busybox nslookup, on purpose no more.
+func serveDNS(t *testing.T, l *lab.Lab) {
+	t.Helper()
+	pc, err := l.ListenPacket(lab.InLab, "udp", labDNS)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { pc.Close() })
+	go func() {
+		buf := make([]byte, 512)
+		for {
+			n, from, err := pc.ReadFrom(buf)
+			if err != nil {
+				return
+			}
+			if reply := dnsReply(buf[:n]); reply != nil {
+				_, _ = pc.WriteTo(reply, from)
+			}
+		}
+	}()
+}
+
+// dnsReply builds the answer to one query (nil for anything that is not a one-question query).
+func dnsReply(q []byte) []byte {
+	if len(q) < 12 || q[2]&0x80 != 0 || binary.BigEndian.Uint16(q[4:6]) != 1 {
+		return nil
+	}
+	var labels []string
+	i := 12
+	for i < len(q) && q[i] != 0 {
+		l := int(q[i])
+		if l > 63 || i+1+l > len(q) {
+			return nil
+		}
+		labels = append(labels, string(q[i+1:i+1+l]))
+		i += 1 + l
+	}
+	if i+5 > len(q) {
+		return nil
+	}
+	end := i + 5 // root label, QTYPE, QCLASS
+	qtype := binary.BigEndian.Uint16(q[i+1 : i+3])
+	r := append([]byte{}, q[:end]...)
+	r[2], r[3] = 0x81, 0x80 // response, recursion desired and available, NOERROR
+	binary.BigEndian.PutUint16(r[6:8], 0)
+	binary.BigEndian.PutUint16(r[8:10], 0)
+	binary.BigEndian.PutUint16(r[10:12], 0)
+	if strings.EqualFold(strings.Join(labels, "."), dnsName) && qtype == 1 {
+		binary.BigEndian.PutUint16(r[6:8], 1)
+		a := dnsAnswer.As4()
+		r = append(r, 0xc0, 12, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4, a[0], a[1], a[2], a[3])
+	}
+	return r
 }
 
 // reportFunc is the shell function guest scripts report with: one line per connection to the

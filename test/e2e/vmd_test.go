@@ -123,10 +123,15 @@ func (h *vmdHarness) MustVmctl(args ...string) string {
 // ARPs for them.
 const tinyExternalPool = "10.78.0.100-10.78.0.110"
 
+// labDNS is where vmd's gateway DNS forwarder relays guest queries to in the tiny-guest tests:
+// a loopback address of the lab namespace (TestNetwork serves names there; without a server the
+// forwarder just gets no answer).
+const labDNS = "127.0.0.1:5353"
+
 // writeTinyConfig writes a vmd configuration for tests with the tiny guest: kernel boot of the
 // lab's tiny image (vmd's test-only testing.kernelBoot knob), its console READY line as the
-// guest-ready marker, tenant networks with the lab's veth to the client as the uplink and
-// tinyExternalPool as external IPs. It returns the file's path.
+// guest-ready marker, tenant networks with the lab's veth to the client as the uplink,
+// tinyExternalPool as external IPs and labDNS as the upstream resolver. It returns the file's path.
 func writeTinyConfig(t *testing.T, l *lab.Lab) string {
 	t.Helper()
 	tiny := l.Images[images.Tiny]
@@ -135,13 +140,14 @@ func writeTinyConfig(t *testing.T, l *lab.Lab) string {
 network:
   uplink: vmdlab-up
   externalPool: %s
+  dnsUpstreams: ["%s"]
 testing:
   kernelBoot:
     kernel: %s
     initrd: %s
     cmdline: "console=ttyS0,115200n8 net.ifnames=0 panic=-1 quiet"
   guestReadyMarker: "VMDLAB-TINY: READY"
-`, tinyExternalPool, tiny.Path(images.KernelFile), tiny.Path(images.InitrdFile))
+`, tinyExternalPool, labDNS, tiny.Path(images.KernelFile), tiny.Path(images.InitrdFile))
 	path := filepath.Join(l.Dir, "vmd.yaml")
 	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)

@@ -23,6 +23,11 @@ type Fake struct {
 	mu      sync.Mutex
 	domains map[string]*Domain
 	events  chan hypervisor.Event
+	// images are the virtual sizes of disk images by path, as qemu reads
+	// them from the image header (see SetImageSize, ResizeDisk).
+	images map[string]uint64
+	// resizes are the growths ResizeDisk applied, in order.
+	resizes []ResizeCall
 	// Err, when set, is returned by every mutating call.
 	Err error
 	// Caps is what Capabilities reports.
@@ -47,8 +52,10 @@ type Domain struct {
 // New returns an empty Fake whose Events channel buffers 256 events (the
 // oldest are dropped when nobody reads, as a real adapter would).
 func New() *Fake {
-	return &Fake{domains: map[string]*Domain{}, events: make(chan hypervisor.Event, 256)}
+	return &Fake{domains: map[string]*Domain{}, events: make(chan hypervisor.Event, 256), images: map[string]uint64{}}
 }
+
+var _ hypervisor.DiskResizer = (*Fake)(nil)
 
 func (f *Fake) emit(d *Domain, typ hypervisor.EventType, detail string, failure bool) {
 	ev := hypervisor.Event{Name: d.Name, UID: d.Owner.UID, Type: typ, Detail: detail, Failure: failure}
@@ -219,6 +226,105 @@ func (f *Fake) Capabilities(context.Context) (hypervisor.HostCapabilities, error
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return f.Caps, nil
+}
+
+// ResizeCall is one growth ResizeDisk applied: the domain, the disk as the
+// caller named it (target or source path), the image path it resolved to
+// and the new size.
+type ResizeCall struct {
+	Domain, Disk, Path string
+	Bytes              uint64
+}
+
+// ResizeDisk implements hypervisor.DiskResizer the way libvirt's
+// virDomainBlockResize does: the disk is named by its target ("vdb") or its
+// source path; an absent domain is ErrNotFound, a shut-off one ErrConflict,
+// a disk the domain does not have ErrInvalid, a shrink ErrInvalid and the
+// current size a no-op. A growth sets the image's size (what ImageSize and
+// a later offline reader see) and is recorded (Resizes).
+func (f *Fake) ResizeDisk(_ context.Context, name, disk string, bytes uint64) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.Err != nil {
+		return f.Err
+	}
+	d, ok := f.domains[name]
+	if !ok {
+		return fmt.Errorf("resizing disk %s of domain %s: %w", disk, name, errdefs.ErrNotFound)
+	}
+	if !d.Running {
+		return fmt.Errorf("resizing disk %s of domain %s: domain is not running: %w", disk, name, errdefs.ErrConflict)
+	}
+	path, ok := diskSource(d.XML, disk)
+	if !ok {
+		return fmt.Errorf("resizing disk %s of domain %s: no such disk: %w", disk, name, errdefs.ErrInvalid)
+	}
+	switch cur := f.images[path]; {
+	case bytes == cur:
+		return nil
+	case bytes < cur:
+		return fmt.Errorf("resizing disk %s of domain %s: shrinking from %d to %d bytes: %w", disk, name, cur, bytes, errdefs.ErrInvalid)
+	}
+	f.images[path] = bytes
+	f.resizes = append(f.resizes, ResizeCall{Domain: name, Disk: disk, Path: path, Bytes: bytes})
+	return nil
+}
+
+// Resizes returns the growths ResizeDisk applied, oldest first.
+func (f *Fake) Resizes() []ResizeCall {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return slices.Clone(f.resizes)
+}
+
+// SetImageSize records the virtual size of the image at path, as an
+// offline tool (qemu-img) would leave it.
+func (f *Fake) SetImageSize(path string, bytes uint64) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.images[path] = bytes
+}
+
+// ImageSize returns the virtual size of the image at path, if known.
+func (f *Fake) ImageSize(path string) (uint64, bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	n, ok := f.images[path]
+	return n, ok
+}
+
+// Holds reports whether a running domain has the image at path open, as
+// qemu's image lock would tell an offline tool.
+func (f *Fake) Holds(path string) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for _, d := range f.domains {
+		if !d.Running {
+			continue
+		}
+		if _, ok := diskSource(d.XML, path); ok {
+			return true
+		}
+	}
+	return false
+}
+
+// diskSource finds the disk of a domain XML whose target device or source
+// file is disk and returns its source file.
+func diskSource(domainXML, disk string) (string, bool) {
+	var dom libvirtxml.Domain
+	if err := dom.Unmarshal(domainXML); err != nil || dom.Devices == nil {
+		return "", false
+	}
+	for _, dd := range dom.Devices.Disks {
+		if dd.Source == nil || dd.Source.File == nil {
+			continue
+		}
+		if dd.Source.File.File == disk || (dd.Target != nil && dd.Target.Dev == disk) {
+			return dd.Source.File.File, true
+		}
+	}
+	return "", false
 }
 
 // Crash kills the named domain's qemu as kill -9 would: shut off with

@@ -17,6 +17,78 @@ import (
 	"github.com/vmdhq/vmd/internal/storage/qemuimg"
 )
 
+// dirMode is the mode of every directory on qemu's way to a volume: the
+// pools, their namespace directories and the image cache. libvirt runs
+// qemu as an unprivileged user (Debian: libvirt-qemu) and, with
+// dynamic_ownership, chowns each image to that user when the domain
+// starts; qemu must still be able to search (x) every directory above the
+// image, but nobody needs to list (r) them, so group and other get x only.
+// Files keep their own modes: volumes 0600 (libvirt chowns them), bases
+// 0444. The scratch directory stays 0700: qemu never reads it.
+const dirMode fs.FileMode = 0o711
+
+// volumeMode is the mode of a writable volume: guest data, readable by
+// vmd only; libvirt chowns it to qemu's user while a domain runs it. It
+// matters because the directories above are searchable (dirMode) and
+// volume names can be guessed.
+const volumeMode fs.FileMode = 0o600
+
+// mkdirTraversable makes dir exist with mode dirMode. The directories it
+// creates, and dir itself, get exactly dirMode whatever the umask (a
+// hardened umask such as 027 would take qemu's search permission away);
+// existing ancestors are left alone: they are not vmd's.
+func mkdirTraversable(dir string) error {
+	dir = filepath.Clean(dir)
+	var missing []string
+	for d := dir; ; d = filepath.Dir(d) {
+		if _, err := os.Stat(d); err == nil {
+			break
+		} else if !errors.Is(err, fs.ErrNotExist) {
+			return err
+		}
+		missing = append(missing, d)
+		if filepath.Dir(d) == d {
+			break
+		}
+	}
+	if err := os.MkdirAll(dir, dirMode); err != nil {
+		return err
+	}
+	for _, d := range missing {
+		if err := os.Chmod(d, dirMode); err != nil {
+			return err
+		}
+	}
+	_, err := setDirMode(dir)
+	return err
+}
+
+// setDirMode gives the directory dir mode dirMode if it has another, and
+// reports whether it changed it (a directory made by an older vmd, 0700).
+func setDirMode(dir string) (bool, error) {
+	st, err := os.Stat(dir)
+	if err != nil {
+		return false, err
+	}
+	if st.Mode().Perm() == dirMode {
+		return false, nil
+	}
+	return true, os.Chmod(dir, dirMode)
+}
+
+// privateVolume takes group and other permissions away from the volume at
+// path (see volumeMode); the owner's are left as they are.
+func privateVolume(path string) error {
+	st, err := os.Stat(path)
+	if err != nil {
+		return err
+	}
+	if st.Mode().Perm()&0o077 == 0 {
+		return nil
+	}
+	return os.Chmod(path, st.Mode().Perm()&^0o077)
+}
+
 // tempName returns a fresh temporary name next to final that
 // qemuimg.IsTemp recognises, so the start-up sweep removes it after a
 // crash.

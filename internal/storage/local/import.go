@@ -61,6 +61,9 @@ func (p *Pools) install(ctx context.Context, j *job, src string, info images.Inf
 	if err := p.cfg.Tool.Resize(ctx, staging, qemuimg.FormatQCOW2, req.SizeBytes); err != nil {
 		return fmt.Errorf("importing: %w", err)
 	}
+	if err := os.Chmod(staging, volumeMode); err != nil {
+		return fmt.Errorf("importing: %w", err)
+	}
 	if err := commitFile(staging, final); err != nil {
 		return fmt.Errorf("importing: %w", err)
 	}
@@ -220,6 +223,9 @@ func (p *Pools) clone(ctx context.Context, j *job, req storage.VolumeRequest, fi
 		return fmt.Errorf("cloning: %w", err)
 	}
 	if err := p.cfg.Tool.Resize(ctx, staging, qemuimg.FormatQCOW2, req.SizeBytes); err != nil {
+		return fmt.Errorf("cloning: %w", err)
+	}
+	if err := os.Chmod(staging, volumeMode); err != nil {
 		return fmt.Errorf("cloning: %w", err)
 	}
 	if err := commitFile(staging, final); err != nil {

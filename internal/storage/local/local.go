@@ -154,16 +154,43 @@ func New(cfg Config) (*Pools, error) {
 	if cfg.Fetcher == nil || cfg.Tool == nil {
 		return nil, fmt.Errorf("creating pools: fetcher and image tool are required: %w", errdefs.ErrInvalid)
 	}
-	dirs := []string{cfg.CacheDir, cfg.ScratchDir}
+	// qemu reads the volumes and the bases (see dirMode); the scratch
+	// space is vmd's alone.
+	qemuDirs := []string{cfg.CacheDir}
 	for _, name := range slices.Sorted(maps.Keys(cfg.Classes)) {
-		dirs = append(dirs, cfg.Classes[name].Path)
+		qemuDirs = append(qemuDirs, cfg.Classes[name].Path)
 	}
-	for _, d := range dirs {
+	for _, d := range append(slices.Clone(qemuDirs), cfg.ScratchDir) {
 		if !filepath.IsAbs(d) || filepath.Clean(d) != d {
 			return nil, fmt.Errorf("creating pools: directory %q must be absolute and clean: %w", d, errdefs.ErrInvalid)
 		}
-		if err := os.MkdirAll(d, 0o700); err != nil {
+	}
+	log := cfg.Log
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	for _, d := range qemuDirs {
+		if err := mkdirTraversable(d); err != nil {
 			return nil, fmt.Errorf("creating pools: %w", err)
+		}
+	}
+	// Namespace directories made by an older vmd (0700) hide their
+	// volumes from qemu: give them the mode new ones get.
+	for _, c := range cfg.Classes {
+		entries, err := os.ReadDir(c.Path)
+		if err != nil {
+			return nil, fmt.Errorf("creating pools: %w", err)
+		}
+		for _, e := range entries {
+			if !e.IsDir() {
+				continue
+			}
+			dir := filepath.Join(c.Path, e.Name())
+			if changed, err := setDirMode(dir); err != nil {
+				return nil, fmt.Errorf("creating pools: %w", err)
+			} else if changed {
+				log.Info("made namespace directory traversable for qemu", "dir", dir, "mode", fmt.Sprintf("%#o", dirMode))
+			}
 		}
 	}
 	if err := os.MkdirAll(filepath.Join(cfg.ScratchDir, uploadsDir), 0o700); err != nil {
@@ -174,10 +201,6 @@ func New(cfg Config) (*Pools, error) {
 	}
 	if cfg.MaxUploadSize <= 0 {
 		cfg.MaxUploadSize = images.DefaultMaxImageSize
-	}
-	log := cfg.Log
-	if log == nil {
-		log = slog.New(slog.DiscardHandler)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	return &Pools{
@@ -324,7 +347,7 @@ func (p *Pools) EnsureVolume(ctx context.Context, req storage.VolumeRequest) (st
 		v.SHA256 = sha
 		return v, err
 	}
-	if err := os.MkdirAll(filepath.Dir(final), 0o700); err != nil {
+	if err := mkdirTraversable(filepath.Dir(final)); err != nil {
 		return storage.Volume{}, fmt.Errorf("creating namespace directory: %w", err)
 	}
 
@@ -406,6 +429,12 @@ func (p *Pools) existing(ctx context.Context, v storage.Volume, req storage.Volu
 		}
 		v.SizeBytes = st.Size()
 		return v, nil
+	}
+	// qemu-img creates files with 0644 less the umask; a volume made by
+	// Create or CreateOverlay, or by an older vmd, is made private here,
+	// before any VM uses it (it holds no guest data yet).
+	if err := privateVolume(path); err != nil {
+		return storage.Volume{}, fmt.Errorf("reading volume: %w", err)
 	}
 	info, err := p.cfg.Tool.Info(ctx, path, qemuimg.FormatQCOW2)
 	if err != nil {

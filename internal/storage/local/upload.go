@@ -39,7 +39,7 @@ func (p *Pools) Upload(ctx context.Context, ur storage.UploadRequest) (storage.V
 	} else if ok {
 		return storage.Volume{}, errdefs.Conflict("vmdisk", req.Namespace, req.Name, "it already holds its uploaded data")
 	}
-	if err := os.MkdirAll(filepath.Dir(final), 0o700); err != nil {
+	if err := mkdirTraversable(filepath.Dir(final)); err != nil {
 		return storage.Volume{}, fmt.Errorf("creating namespace directory: %w", err)
 	}
 	ctx, cancel := context.WithCancel(ctx)
