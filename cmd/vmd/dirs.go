@@ -24,7 +24,7 @@ import (
 // starts. qemu can only open them if it can search (x) every directory
 // above them; it never needs to list (r) one. So these directories are
 // 0711: searchable by all, listable and writable by vmd only. Files keep
-// their own modes (state.db and volumes 0600, seeds 0644, bases 0444).
+// their own modes (state.db, volumes and seeds 0600, bases 0444).
 const stateDirMode fs.FileMode = 0o711
 
 // prepareStateDirs creates the state directory and the directories qemu

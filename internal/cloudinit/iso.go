@@ -78,8 +78,7 @@ const sectorSize = 2048
 const padSectors = 150
 
 // WriteISOFile writes the seed ISO to path atomically: into a temporary file
-// in the same directory, synced, made mode 0644 (qemu runs as another user
-// and must read it), then renamed over path, and the directory synced. A
+// in the same directory, synced, made mode 0600, then renamed over path, and the directory synced. A
 // crash leaves either the old ISO or the new one, never a torn file that a
 // booting guest would read; on error no temporary file is left behind.
 func WriteISOFile(path string, s Seed) (err error) {
@@ -114,7 +113,11 @@ func WriteISOFile(path string, s Seed) (err error) {
 	if err := bw.Flush(); err != nil {
 		return fmt.Errorf("writing %s: %w", tmp, err)
 	}
-	if err := f.Chmod(0o644); err != nil {
+	// 0600: user-data can carry password hashes and tokens. qemu still
+	// reads it as its own unprivileged user because libvirt chowns each
+	// disk and ISO of a domain to that user when it starts the domain
+	// (dynamic_ownership, the default), as it does for the 0600 volumes.
+	if err := f.Chmod(0o600); err != nil {
 		return fmt.Errorf("setting mode of %s: %w", tmp, err)
 	}
 	if err := f.Sync(); err != nil {

@@ -121,8 +121,8 @@ func TestWriteISOFile(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if fi.Mode().Perm() != 0o644 {
-		t.Errorf("mode = %v, want 0644 so qemu's user can read it", fi.Mode().Perm())
+	if fi.Mode().Perm() != 0o600 {
+		t.Errorf("mode = %v, want 0600: user-data may hold secrets; libvirt chowns it to qemu's user", fi.Mode().Perm())
 	}
 	f, err := os.Open(path)
 	if err != nil {
