@@ -133,15 +133,7 @@ func TestProductionExample(t *testing.T) {
 		t.Fatalf("deciding domain type: %v", err)
 	}
 
-	// The mirror serves golden image NAME as NAME.qcow2: give the lab's debian12 image that name.
-	www := filepath.Join(l.Dir, "www")
-	target, err := os.Readlink(filepath.Join(www, "debian12.qcow2"))
-	if err != nil {
-		t.Fatalf("reading the lab's image link: %v", err)
-	}
-	if err := os.Symlink(target, filepath.Join(www, "debian-12.qcow2")); err != nil {
-		t.Fatal(err)
-	}
+	serveGoldenDebian12(t, l)
 	const externalPool = "10.78.0.100-10.78.0.110"
 	cfgPath := filepath.Join(l.Dir, "vmd.yaml")
 	cfg := fmt.Sprintf(`instances:

@@ -154,3 +154,17 @@ testing:
 	}
 	return path
 }
+
+// serveGoldenDebian12 makes the lab's image server offer its debian12 image as the golden image
+// debian-12: vmd's --image-mirror fetches golden image NAME as NAME.qcow2.
+func serveGoldenDebian12(t *testing.T, l *lab.Lab) {
+	t.Helper()
+	www := filepath.Join(l.Dir, "www")
+	target, err := os.Readlink(filepath.Join(www, "debian12.qcow2"))
+	if err != nil {
+		t.Fatalf("reading the lab's image link: %v", err)
+	}
+	if err := os.Symlink(target, filepath.Join(www, "debian-12.qcow2")); err != nil {
+		t.Fatal(err)
+	}
+}

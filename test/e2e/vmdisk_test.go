@@ -31,15 +31,7 @@ func TestVMDisk(t *testing.T) {
 	l := lab.New(t, lab.Options{Images: []images.Name{images.Debian12}, Logf: t.Logf})
 	ctx := t.Context()
 
-	// The mirror serves golden image NAME as NAME.qcow2: give the lab's debian12 image that name.
-	www := filepath.Join(l.Dir, "www")
-	target, err := os.Readlink(filepath.Join(www, "debian12.qcow2"))
-	if err != nil {
-		t.Fatalf("reading the lab's image link: %v", err)
-	}
-	if err := os.Symlink(target, filepath.Join(www, "debian-12.qcow2")); err != nil {
-		t.Fatal(err)
-	}
+	serveGoldenDebian12(t, l)
 
 	h := newVMD(t, l, "--image-mirror", l.HTTPBase)
 	vmd := h.Start("vmd")
