@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"path/filepath"
@@ -21,6 +22,15 @@ type fakeConsoles struct {
 	err    error
 }
 
+// VNCSocket answers a path derived from the domain name.
+func (f *fakeConsoles) VNCSocket(_ context.Context, domain string) (string, error) {
+	f.domain = domain
+	if f.err != nil {
+		return "", f.err
+	}
+	return "/var/lib/libvirt/qemu/domain-1-" + domain + "/vnc.sock", nil
+}
+
 func (f *fakeConsoles) OpenConsole(_ context.Context, domain string, force bool) (io.ReadWriteCloser, error) {
 	f.domain, f.force = domain, force
 	if f.err != nil {
@@ -35,6 +45,8 @@ func TestAccessPaths(t *testing.T) {
 	cfg := config.Default()
 	cfg.StateDir = t.TempDir()
 	a := newAccess(cfg, hypervisor.NotImplemented{})
+	withDomains := newAccess(cfg, &fakeConsoles{})
+	stopped := newAccess(cfg, &fakeConsoles{err: fmt.Errorf("domain is not running: %w", errdefs.ErrConflict)})
 	dir := filepath.Join(cfg.StateDir, "instances", "tenant-a", "web")
 	tests := []struct {
 		name     string
@@ -44,9 +56,12 @@ func TestAccessPaths(t *testing.T) {
 		wantKind error
 	}{
 		{name: "serial log", ns: "tenant-a", vm: "web", get: a.SerialLog, want: filepath.Join(dir, "serial.log")},
-		{name: "vnc socket", ns: "tenant-a", vm: "web", get: a.VNCSocket, want: filepath.Join(dir, "vnc.sock")},
+		{name: "vnc socket from the running domain", ns: "tenant-a", vm: "web", get: withDomains.VNCSocket,
+			want: "/var/lib/libvirt/qemu/domain-1-tenant-a.vm-instance-web/vnc.sock"},
+		{name: "vnc without a hypervisor", ns: "tenant-a", vm: "web", get: a.VNCSocket, wantKind: errdefs.ErrNotImplemented},
+		{name: "vnc of a stopped vm", ns: "tenant-a", vm: "web", get: stopped.VNCSocket, wantKind: errdefs.ErrConflict},
 		{name: "dot-dot name", ns: "tenant-a", vm: "..", get: a.SerialLog, wantKind: errdefs.ErrInvalid},
-		{name: "slash in namespace", ns: "a/b", vm: "web", get: a.VNCSocket, wantKind: errdefs.ErrInvalid},
+		{name: "slash in namespace", ns: "a/b", vm: "web", get: withDomains.VNCSocket, wantKind: errdefs.ErrInvalid},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -195,6 +195,15 @@ func TestWholeDaemonWithFakes(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(state, "instances", "default", "web", "cidata.iso")); err != nil {
 		t.Fatalf("no cloud-init seed: %v", err)
 	}
+	// The access subresources are wired to the VM's files: vmctl logs
+	// prints the serial log (virtlogd writes it on a real host).
+	serial := filepath.Join(state, "instances", "default", "web", "serial.log")
+	if err := os.WriteFile(serial, []byte("login: \n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if out := d.mustVmctl("logs", "web"); out != "login: \n" {
+		t.Fatalf("vmctl logs web = %q, want the serial log", out)
+	}
 
 	// kill -9 of the guest's qemu: the event wakes the controller, which
 	// restarts it (runStrategy Always) without waiting for a resync.

@@ -301,6 +301,7 @@ func run(ctx context.Context, cfg *config.Config, ad adapters, log *slog.Logger,
 		Uploads:    ad.uploads,
 		Images:     ad.images,
 		Events:     rec,
+		Access:     newAccess(cfg, ad.driver),
 		Registerer: metrics,
 		Gatherer:   metrics,
 	})

@@ -77,7 +77,7 @@ type InstanceReconciler struct {
 	DomainType string
 	// InstancesDir holds one directory per VMInstance,
 	// <InstancesDir>/<namespace>/<name>/, with cidata.iso, serial.log,
-	// nvram.fd, vnc.sock and lifecycle.json.
+	// nvram.fd and lifecycle.json.
 	InstancesDir string
 	// Net, when set, gives every VM a NIC on its namespace's tenant
 	// network (ADR 0008) and takes precedence over Network.
@@ -106,15 +106,14 @@ type InstanceReconciler struct {
 
 // instancePaths are the host files of one VMInstance.
 type instancePaths struct {
-	Dir, ISO, SerialLog, NVRAM, VNCSocket, History string
+	Dir, ISO, SerialLog, NVRAM, History string
 }
 
 func (r *InstanceReconciler) paths(namespace, name string) instancePaths {
 	dir := filepath.Join(r.InstancesDir, namespace, name)
 	return instancePaths{
 		Dir: dir, ISO: filepath.Join(dir, "cidata.iso"), SerialLog: filepath.Join(dir, "serial.log"),
-		NVRAM: filepath.Join(dir, "nvram.fd"), VNCSocket: filepath.Join(dir, "vnc.sock"),
-		History: filepath.Join(dir, "lifecycle.json"),
+		NVRAM: filepath.Join(dir, "nvram.fd"), History: filepath.Join(dir, "lifecycle.json"),
 	}
 }
 
@@ -759,7 +758,9 @@ func planDomain(vm *v1alpha1.VMInstance, disks []hypervisor.DiskSpec, nic *hyper
 		Namespace: meta.Namespace, VMName: meta.Name, UID: meta.UID, Generation: meta.Generation,
 		Type: domainType, CPUModel: vm.Spec.CPUModel,
 		Disks: disks, CloudInitISO: iso,
-		SerialLogPath: paths.SerialLog, VNCSocket: paths.VNCSocket, NVRAMPath: paths.NVRAM,
+		// VNC on a socket libvirt places: qemu, running as its own user,
+		// cannot create one in vmd's instance directory.
+		SerialLogPath: paths.SerialLog, VNCAutoSocket: true, NVRAMPath: paths.NVRAM,
 	}
 	if nic != nil {
 		spec.NICs = []hypervisor.NICSpec{*nic}

@@ -158,9 +158,16 @@ type DomainSpec struct {
 	// SerialLogPath, when set, receives a copy of everything the guest
 	// writes to its serial console (vmctl logs).
 	SerialLogPath string
-	// VNCSocket is the unix socket VNC listens on; "" listens on
-	// 127.0.0.1 on a port libvirt picks.
+	// VNCSocket is the unix socket VNC listens on. Qemu creates it, so its
+	// directory must be writable by qemu's user (libvirt-qemu on a stock
+	// host), which vmd's own directories are not.
 	VNCSocket string
+	// VNCAutoSocket, when VNCSocket is "", makes VNC listen on a unix
+	// socket libvirt names and places in its per-domain directory, which
+	// it makes qemu's own; the live domain XML gives the path (see
+	// libvirt.Conn.VNCSocket). Neither set listens on 127.0.0.1 on a port
+	// libvirt picks, reachable by every local user.
+	VNCAutoSocket bool
 
 	// NVRAMPath is the per-domain EFI variable store; required when the
 	// profile boots EFI. libvirt copies the template into it on first start.
@@ -1012,9 +1019,12 @@ func (b *builder) devices() *libvirtxml.DomainDeviceList {
 	}
 	if autoattach(p, func(p *Profile) *bool { return p.AutoattachGraphicsDevice }) {
 		vnc := &libvirtxml.DomainGraphicVNC{}
-		if s.VNCSocket != "" {
+		switch {
+		case s.VNCSocket != "":
 			vnc.Listeners = []libvirtxml.DomainGraphicListener{{Socket: &libvirtxml.DomainGraphicListenerSocket{Socket: s.VNCSocket}}}
-		} else {
+		case s.VNCAutoSocket:
+			vnc.Listeners = []libvirtxml.DomainGraphicListener{{Socket: &libvirtxml.DomainGraphicListenerSocket{}}}
+		default:
 			vnc.Port, vnc.AutoPort = -1, "yes"
 			vnc.Listeners = []libvirtxml.DomainGraphicListener{{Address: &libvirtxml.DomainGraphicListenerAddress{Address: "127.0.0.1"}}}
 		}

@@ -58,7 +58,7 @@ func spec(t *testing.T, typ, instanceType, profile string) DomainSpec {
 		CloudInitISO:  "/var/lib/vmd/instances/tenant-a/web/cloud-init.iso",
 		NICs:          []NICSpec{{MAC: "52:54:00:6b:3c:01", Bridge: "vmd-br0"}},
 		SerialLogPath: "/var/log/vmd/tenant-a/web/serial.log",
-		VNCSocket:     "/run/vmd/vnc/tenant-a_web.sock",
+		VNCAutoSocket: true,
 	}
 	if instanceType != "" {
 		s.InstanceType = mustInstanceType(t, instanceType)
@@ -98,7 +98,7 @@ func goldenCases(t *testing.T) []struct {
 	s := spec(t, DomainTypeQEMU, "", "debian")
 	s.VCPUs, s.Sockets, s.Cores, s.MemoryBytes = 4, 2, 2, 2<<30
 	s.Disks = append(s.Disks, DiskSpec{Path: "/var/lib/vmd/volumes/tenant-a/data.raw", Format: DiskFormatRaw, Bus: DiskBusSCSI})
-	s.VNCSocket = ""
+	s.VNCAutoSocket = false
 	add("custom-2x2-debian-efi", s)
 
 	// Windows Server 2025 from its install ISO: Secure Boot, SMM, vTPM,
@@ -662,15 +662,24 @@ func TestBuildDomainDevicesFromProfile(t *testing.T) {
 	})
 	t.Run("vnc on loopback", func(t *testing.T) {
 		s := spec(t, DomainTypeKVM, "u1.medium", "ubuntu")
-		s.VNCSocket = ""
+		s.VNCAutoSocket = false
 		dom, _ := parse(t, s)
 		vnc := dom.Devices.Graphics[0].VNC
 		if vnc.AutoPort != "yes" || len(vnc.Listeners) != 1 || vnc.Listeners[0].Address == nil || vnc.Listeners[0].Address.Address != "127.0.0.1" {
 			t.Errorf("vnc = %+v, want autoport on 127.0.0.1", vnc)
 		}
 	})
-	t.Run("vnc on socket and serial log", func(t *testing.T) {
+	t.Run("vnc on a socket libvirt places", func(t *testing.T) {
 		s := spec(t, DomainTypeKVM, "u1.medium", "ubuntu")
+		dom, _ := parse(t, s)
+		vnc := dom.Devices.Graphics[0].VNC
+		if l := vnc.Listeners; len(l) != 1 || l[0].Socket == nil || l[0].Socket.Socket != "" || vnc.AutoPort != "" {
+			t.Errorf("vnc = %+v, want one socket listener without a path", vnc)
+		}
+	})
+	t.Run("vnc on a given socket and serial log", func(t *testing.T) {
+		s := spec(t, DomainTypeKVM, "u1.medium", "ubuntu")
+		s.VNCSocket = "/run/vmd/vnc/tenant-a_web.sock"
 		dom, _ := parse(t, s)
 		l := dom.Devices.Graphics[0].VNC.Listeners
 		if len(l) != 1 || l[0].Socket == nil || l[0].Socket.Socket != s.VNCSocket {

@@ -97,6 +97,12 @@ type Options struct {
 	Cache *images.Cache
 	// Logf receives progress lines; nil discards them.
 	Logf func(format string, args ...any)
+	// QemuUser, when set (e.g. "libvirt-qemu", Debian's default), makes libvirtd run qemu as
+	// that user and its primary group, with libvirt's DAC driver giving it each disk, ISO,
+	// kernel and NVRAM file of a domain at start and back to root at stop — the way a stock
+	// libvirt runs qemu on a production host. Empty runs qemu as root with no relabelling
+	// (see qemuSettings), which most tests want.
+	QemuUser string
 }
 
 // Lab is one running lab. Its exported fields are fixed after Start and describe how to reach
@@ -124,8 +130,9 @@ type Lab struct {
 	SSHSigner        ssh.Signer
 	SSHAuthorizedKey string
 
-	logf  func(format string, args ...any)
-	cache *images.Cache
+	logf     func(format string, args ...any)
+	cache    *images.Cache
+	qemuUser string
 
 	mu       sync.Mutex
 	anchor   *Process   // holds the mount namespace; every in-lab command enters it
@@ -213,11 +220,12 @@ func Start(ctx context.Context, opts Options) (*Lab, error) {
 	}
 
 	l := &Lab{
-		Bridge: bridgeName,
-		Images: map[images.Name]images.Image{},
-		logf:   logf,
-		cache:  cache,
-		guests: map[string]*Guest{},
+		Bridge:   bridgeName,
+		Images:   map[images.Name]images.Image{},
+		logf:     logf,
+		cache:    cache,
+		qemuUser: opts.QemuUser,
+		guests:   map[string]*Guest{},
 	}
 	if err := l.ensureImages(ctx, opts.Images); err != nil {
 		return nil, err

@@ -8,8 +8,11 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"os/user"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/vmdhq/vmd/test/images"
@@ -51,6 +54,46 @@ remember_owner = 0
 security_driver = "none"
 `
 
+// unprivilegedQemuSettings replace qemuSettings when Options.QemuUser is set; %q are the user
+// and its group. dynamic_ownership is libvirt's default: each file a domain uses is chowned to
+// the user when it starts and back to root:root when it stops (remember_owner = 0: the lab's
+// files are all root's, and recording owners in xattrs would also touch the shared image cache).
+// The DAC driver works with security_driver "none", which only leaves out SELinux/AppArmor.
+const unprivilegedQemuSettings = `
+# vmd lab: qemu unprivileged
+user = %q
+group = %q
+dynamic_ownership = 1
+remember_owner = 0
+security_driver = "none"
+`
+
+// qemuConf is what the lab appends to the private qemu.conf.
+func (l *Lab) qemuConf() (string, error) {
+	if l.qemuUser == "" {
+		return qemuSettings, nil
+	}
+	u, err := user.Lookup(l.qemuUser)
+	if err != nil {
+		return "", fmt.Errorf("qemu user: %w", err)
+	}
+	gid := u.Gid
+	// On a stock host qemu's group (kvm) owns /dev/kvm. Where another group does, libvirt
+	// finds KVM unusable by qemu's user, so it throws away its cached qemu capabilities and
+	// probes again (about 100 s under TCG here) at every define and start. The group owning
+	// /dev/kvm keeps the lab as a stock host is.
+	if st, err := os.Stat("/dev/kvm"); err == nil {
+		if sys, ok := st.Sys().(*syscall.Stat_t); ok {
+			gid = strconv.FormatUint(uint64(sys.Gid), 10)
+		}
+	}
+	g, err := user.LookupGroupId(gid)
+	if err != nil {
+		return "", fmt.Errorf("group %s for qemu user %s: %w", gid, l.qemuUser, err)
+	}
+	return fmt.Sprintf(unprivilegedQemuSettings, u.Username, g.Name), nil
+}
+
 // startLibvirt prepares libvirt's private configuration and state, starts the mount anchor,
 // virtlogd and libvirtd, and waits until libvirtd answers on URI.
 func (l *Lab) startLibvirt(ctx context.Context) error {
@@ -67,7 +110,11 @@ func (l *Lab) startLibvirt(ctx context.Context) error {
 	if err := appendFile(filepath.Join(etc, "libvirtd.conf"), fmt.Sprintf(libvirtdSettings, filepath.Join(l.Dir, "sock"))); err != nil {
 		return err
 	}
-	if err := appendFile(filepath.Join(etc, "qemu.conf"), qemuSettings); err != nil {
+	qconf, err := l.qemuConf()
+	if err != nil {
+		return err
+	}
+	if err := appendFile(filepath.Join(etc, "qemu.conf"), qconf); err != nil {
 		return err
 	}
 
@@ -105,7 +152,13 @@ func (l *Lab) startLibvirt(ctx context.Context) error {
 // checks every cached entry against the qemu binary, its own binary, the kernel and the CPU
 // microcode and probes again when anything changed, so a seeded entry is never stale.
 func (l *Lab) capabilitiesCache() string {
-	return filepath.Join(l.cache.Dir(), "libvirt-qemu-capabilities")
+	dir := filepath.Join(l.cache.Dir(), "libvirt-qemu-capabilities")
+	if l.qemuUser != "" {
+		// Probed as another user: kept apart, or each kind of lab would invalidate the
+		// other's entries.
+		dir += "-" + l.qemuUser
+	}
+	return dir
 }
 
 // seedCapabilities copies the cached capabilities into the new libvirtd's cache directory.
