@@ -127,6 +127,11 @@ type VMDiskStatus struct {
 	Format string `json:"format,omitempty"`
 	// Path is the volume file on the host.
 	Path string `json:"path,omitempty"`
+	// BackingFile is the read-only base image the volume is a
+	// copy-on-write overlay of (a golden image in vmd's cache), empty for a
+	// standalone volume; BackingFormat is its format.
+	BackingFile   string `json:"backingFile,omitempty"`
+	BackingFormat string `json:"backingFormat,omitempty"`
 	// SHA256 of the imported source bytes.
 	SHA256 string `json:"sha256,omitempty"`
 	// UsedBy lists VMInstances that attach the disk.

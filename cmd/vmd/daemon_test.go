@@ -192,6 +192,12 @@ func TestWholeDaemonWithFakes(t *testing.T) {
 	if x.VCPU == nil || x.VCPU.Value != 1 || x.Memory == nil || x.Memory.Value != 4<<20 || len(x.Devices.Disks) != 3 {
 		t.Fatalf("fake domain not built from the spec:\n%s", dom.XML)
 	}
+	// The system disk is an overlay on the golden base: the domain names
+	// the base itself, so libvirt never hands it to this VM's qemu.
+	if bs := x.Devices.Disks[0].BackingStore; bs == nil || bs.Source == nil || bs.Source.File == nil ||
+		bs.Source.File.File != "/fake/images/debian-12.qcow2" || len(bs.Source.File.SecLabel) != 1 || bs.Source.File.SecLabel[0].Relabel != "no" {
+		t.Fatalf("system disk's backing store = %+v, want the golden base without relabelling:\n%s", bs, dom.XML)
+	}
 	if _, err := os.Stat(filepath.Join(state, "instances", "default", "web", "cidata.iso")); err != nil {
 		t.Fatalf("no cloud-init seed: %v", err)
 	}

@@ -121,6 +121,9 @@ func (r *DiskReconciler) Reconcile(ctx context.Context, key Key) (Result, error)
 	}
 
 	st.Path, st.Format, st.Size = vol.Path, vol.Format, vol.SizeBytes
+	if vol.Ready {
+		st.BackingFile, st.BackingFormat = vol.BackingPath, vol.BackingFormat
+	}
 	// A volume found ready after a restart reports no byte counts: keep
 	// what the import recorded.
 	if !vol.Ready || vol.BytesTotal > 0 {

@@ -559,10 +559,14 @@ func (r *InstanceReconciler) resolveDisks(ctx context.Context, vm *v1alpha1.VMIn
 			}
 			return nil, msg, nil
 		}
-		out = append(out, hypervisor.DiskSpec{
+		spec := hypervisor.DiskSpec{
 			Path: d.Status.Path, Format: domainDiskFormat(d.Status.Format), Bus: hypervisor.DiskBus(ref.Bus),
 			Optical: d.Spec.Optical != nil && *d.Spec.Optical,
-		})
+		}
+		if d.Status.BackingFile != "" {
+			spec.BackingPath, spec.BackingFormat = d.Status.BackingFile, domainDiskFormat(d.Status.BackingFormat)
+		}
+		out = append(out, spec)
 	}
 	return out, "", nil
 }

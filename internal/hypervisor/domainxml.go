@@ -64,6 +64,16 @@ type DiskSpec struct {
 	Optical bool
 	// ReadOnly attaches a hard disk read-only.
 	ReadOnly bool
+	// BackingPath is the base image Path is a copy-on-write overlay of,
+	// with its format (DiskFormatQCOW2 or DiskFormatRaw); "" for a
+	// standalone image. The domain then names the backing chain itself,
+	// with libvirt's DAC relabelling off for the base: otherwise libvirt
+	// chowns the base to qemu's user for each VM it starts, and a golden
+	// base shared by every tenant's VMs would belong to whichever qemu
+	// started last, which could make it writable and change what all the
+	// others read. The base stays root's, 0444, and qemu reads it through
+	// its "other" permission (vmd's directories are 0711).
+	BackingPath, BackingFormat string
 }
 
 // NICSpec is one network interface. Bridge, TapName or both must be set:
@@ -421,6 +431,16 @@ func (b *builder) resolveDisks() {
 		}
 		if d.Format != DiskFormatQCOW2 && d.Format != DiskFormatRaw {
 			b.errs = append(b.errs, field.NotSupported(p.Child("format"), d.Format, supportedFormats))
+		}
+		if b.checkPath(p.Child("backingPath"), d.BackingPath, false) {
+			switch {
+			case d.Format != DiskFormatQCOW2:
+				b.errs = append(b.errs, field.Invalid(p.Child("backingPath"), d.BackingPath, "only a qcow2 image has a backing file"))
+			case d.BackingPath == d.Path:
+				b.errs = append(b.errs, field.Invalid(p.Child("backingPath"), d.BackingPath, "an image cannot be its own backing file"))
+			case d.BackingFormat != DiskFormatQCOW2 && d.BackingFormat != DiskFormatRaw:
+				b.errs = append(b.errs, field.NotSupported(p.Child("backingFormat"), d.BackingFormat, supportedFormats))
+			}
 		}
 		switch d.Bus {
 		case "", DiskBusSATA, DiskBusSCSI:
@@ -1090,6 +1110,9 @@ func (b *builder) disks(dev *libvirtxml.DomainDeviceList) {
 			// cache='none' needs O_DIRECT, which tmpfs lacks.
 			disk.Driver.Discard = "unmap"
 		}
+		if d.BackingPath != "" {
+			disk.BackingStore = backingStore(d.BackingPath, d.BackingFormat)
+		}
 		if id := b.diskIOThread[i]; id > 0 {
 			disk.Driver.IOThread = &id
 		}
@@ -1179,4 +1202,19 @@ func diskName(prefix string, index int) string {
 		suffix = append([]byte{byte('a' + i%26)}, suffix...)
 	}
 	return prefix + string(suffix)
+}
+
+// backingStore names a disk's base image, and that the chain ends there,
+// with DAC relabelling off for the base (see DiskSpec.BackingPath). libvirt
+// takes a backing chain given in the XML instead of probing the overlay's
+// header, so the seclabel applies.
+func backingStore(path, format string) *libvirtxml.DomainDiskBackingStore {
+	return &libvirtxml.DomainDiskBackingStore{
+		Format: &libvirtxml.DomainDiskFormat{Type: format},
+		Source: &libvirtxml.DomainDiskSource{File: &libvirtxml.DomainDiskSourceFile{
+			File:     path,
+			SecLabel: []libvirtxml.DomainDeviceSecLabel{{Model: "dac", Relabel: "no"}},
+		}},
+		BackingStore: &libvirtxml.DomainDiskBackingStore{},
+	}
 }

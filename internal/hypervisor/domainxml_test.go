@@ -40,21 +40,23 @@ func mustProfile(t *testing.T, name string) *Profile {
 	return &p
 }
 
-// spec returns a typical VMInstance domain: one system disk, the
+// spec returns a typical VMInstance domain: one system disk (an overlay
+// on a golden image), the
 // cloud-init seed, one bridged NIC, a logged serial console and VNC on a
 // unix socket. Paths are fixed strings (nothing is opened), so golden
 // files are stable.
 func spec(t *testing.T, typ, instanceType, profile string) DomainSpec {
 	t.Helper()
 	s := DomainSpec{
-		Name:          DomainName("web"),
-		UUID:          StableUUID("tenant-a", "web", ""),
-		Namespace:     "tenant-a",
-		VMName:        "web",
-		UID:           "5f0c8a52-3a49-4d3e-9a43-1c2b3d4e5f60",
-		Generation:    3,
-		Type:          typ,
-		Disks:         []DiskSpec{{Path: "/var/lib/vmd/volumes/tenant-a/system.qcow2", Format: DiskFormatQCOW2}},
+		Name:       DomainName("web"),
+		UUID:       StableUUID("tenant-a", "web", ""),
+		Namespace:  "tenant-a",
+		VMName:     "web",
+		UID:        "5f0c8a52-3a49-4d3e-9a43-1c2b3d4e5f60",
+		Generation: 3,
+		Type:       typ,
+		Disks: []DiskSpec{{Path: "/var/lib/vmd/volumes/tenant-a/system.qcow2", Format: DiskFormatQCOW2,
+			BackingPath: "/var/lib/vmd/images/ubuntu.qcow2", BackingFormat: DiskFormatQCOW2}},
 		CloudInitISO:  "/var/lib/vmd/instances/tenant-a/web/cloud-init.iso",
 		NICs:          []NICSpec{{MAC: "52:54:00:6b:3c:01", Bridge: "vmd-br0"}},
 		SerialLogPath: "/var/log/vmd/tenant-a/web/serial.log",
@@ -660,6 +662,22 @@ func TestBuildDomainDevicesFromProfile(t *testing.T) {
 			t.Errorf("rng model = %q", got)
 		}
 	})
+	t.Run("golden base named with relabelling off", func(t *testing.T) {
+		s := spec(t, DomainTypeKVM, "u1.medium", "ubuntu")
+		dom, _ := parse(t, s)
+		bs := dom.Devices.Disks[0].BackingStore
+		if bs == nil || bs.Format == nil || bs.Format.Type != DiskFormatQCOW2 || bs.Source == nil || bs.Source.File == nil ||
+			bs.Source.File.File != "/var/lib/vmd/images/ubuntu.qcow2" || bs.BackingStore == nil ||
+			(bs.BackingStore.Source != nil && bs.BackingStore.Source.File != nil) {
+			t.Fatalf("backing store = %+v, want the base, qcow2, then the end of the chain", bs)
+		}
+		if l := bs.Source.File.SecLabel; len(l) != 1 || l[0].Model != "dac" || l[0].Relabel != "no" {
+			t.Errorf("base seclabel = %+v, want dac relabel=no", l)
+		}
+		if dom.Devices.Disks[1].BackingStore != nil {
+			t.Errorf("the seed ISO got a backing store: %+v", dom.Devices.Disks[1].BackingStore)
+		}
+	})
 	t.Run("vnc on loopback", func(t *testing.T) {
 		s := spec(t, DomainTypeKVM, "u1.medium", "ubuntu")
 		s.VNCAutoSocket = false
@@ -728,6 +746,10 @@ func TestBuildDomainErrors(t *testing.T) {
 		{name: "relative disk path", mutate: func(s *DomainSpec) { s.Disks[0].Path = "system.qcow2" }, want: []string{"disks[0].path"}},
 		{name: "duplicate disk", mutate: func(s *DomainSpec) { s.Disks = append(s.Disks, s.Disks[0]) }, want: []string{"disks[1].path: Duplicate"}},
 		{name: "bad format", mutate: func(s *DomainSpec) { s.Disks[0].Format = "vmdk" }, want: []string{"disks[0].format"}},
+		{name: "raw image with a backing file", mutate: func(s *DomainSpec) { s.Disks[0].Format = DiskFormatRaw }, want: []string{"disks[0].backingPath"}},
+		{name: "own backing file", mutate: func(s *DomainSpec) { s.Disks[0].BackingPath = s.Disks[0].Path }, want: []string{"disks[0].backingPath"}},
+		{name: "relative backing file", mutate: func(s *DomainSpec) { s.Disks[0].BackingPath = "images/ubuntu.qcow2" }, want: []string{"disks[0].backingPath"}},
+		{name: "bad backing format", mutate: func(s *DomainSpec) { s.Disks[0].BackingFormat = "vmdk" }, want: []string{"disks[0].backingFormat"}},
 		{name: "bad bus", mutate: func(s *DomainSpec) { s.Disks[0].Bus = "ide" }, want: []string{"disks[0].bus"}},
 		{name: "virtio cdrom", mutate: func(s *DomainSpec) { s.Disks[0].Optical, s.Disks[0].Bus = true, DiskBusVirtio }, want: []string{"disks[0].bus"}},
 		{name: "seed is a disk", mutate: func(s *DomainSpec) { s.CloudInitISO = s.Disks[0].Path }, want: []string{"cloudInitISO"}},

@@ -43,6 +43,12 @@ type Volume struct {
 	Path string
 	// Format is qcow2, raw or iso.
 	Format string
+	// BackingPath is the read-only base image a copy-on-write volume
+	// reads through (a golden image in the cache), with its format; empty
+	// for a standalone volume. The hypervisor names it in the domain so
+	// the base is never handed to one VM's qemu (see
+	// hypervisor.DiskSpec.BackingPath).
+	BackingPath, BackingFormat string
 	// SizeBytes is the virtual size.
 	SizeBytes int64
 	// BytesDone / BytesTotal report import progress while !Ready.

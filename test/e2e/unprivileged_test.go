@@ -134,6 +134,15 @@ spec:
 		}
 	}
 
+	// The golden base under the overlay is shared by every VM made from it, of every tenant: it
+	// stays root's and read-only, so no VM's qemu can change what the others boot from.
+	base := filepath.Join(h.StateDir, "images", "debian-12.qcow2")
+	if st, err := os.Stat(base); err != nil {
+		t.Error(err)
+	} else if uid := st.Sys().(*syscall.Stat_t).Uid; uid != 0 || st.Mode().Perm()&0o222 != 0 {
+		t.Errorf("golden base %s: owner uid %d mode %v while a VM runs on it, want root's and read-only", base, uid, st.Mode().Perm())
+	}
+
 	// vmctl logs: the serial console the guest wrote through virtlogd.
 	if out := mustVmctl("logs", name); !strings.Contains(out, "VMDLAB-TINY: READY") {
 		t.Errorf("vmctl logs %s lacks the guest's READY line:\n%s", name, out)

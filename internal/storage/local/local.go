@@ -35,6 +35,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/vmdhq/vmd/api/v1alpha1"
@@ -247,6 +248,9 @@ func (p *Pools) Sweep() error {
 			errs = append(errs, err)
 		}
 	}
+	if err := p.reclaimBases(); err != nil {
+		errs = append(errs, err)
+	}
 	uploads := filepath.Join(p.cfg.ScratchDir, uploadsDir)
 	entries, err := os.ReadDir(uploads)
 	if err != nil {
@@ -263,6 +267,50 @@ func (p *Pools) Sweep() error {
 		return fmt.Errorf("sweeping pools: %w", err)
 	}
 	return nil
+}
+
+// reclaimBases makes every golden base in the cache vmd's and read-only
+// (0444) again. A VM's qemu must never own one: a base is shared by every
+// overlay made from it, in every tenant. vmd names bases in domains with
+// relabelling off (hypervisor.DiskSpec.BackingPath), but a vmd before that
+// let libvirt chown them to qemu's user, which libvirt never undoes for a
+// backing file.
+func (p *Pools) reclaimBases() error {
+	entries, err := os.ReadDir(p.cfg.CacheDir)
+	if err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil
+		}
+		return err
+	}
+	uid, gid := os.Geteuid(), os.Getegid()
+	var errs []error
+	for _, e := range entries {
+		if !e.Type().IsRegular() || qemuimg.IsTemp(e.Name()) {
+			continue
+		}
+		path := filepath.Join(p.cfg.CacheDir, e.Name())
+		fi, err := e.Info()
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		st, ok := fi.Sys().(*syscall.Stat_t)
+		if !ok || (int(st.Uid) == uid && fi.Mode().Perm() == 0o444) {
+			continue
+		}
+		if err := os.Chown(path, uid, gid); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		if err := os.Chmod(path, 0o444); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		p.log.Warn("golden base reclaimed: it was owned by another user or writable", "path", path,
+			"was_uid", st.Uid, "was_mode", fi.Mode().Perm().String())
+	}
+	return errors.Join(errs...)
 }
 
 // class returns the pool of a storage class, or ErrInvalid naming the
@@ -441,6 +489,7 @@ func (p *Pools) existing(ctx context.Context, v storage.Volume, req storage.Volu
 		return storage.Volume{}, fmt.Errorf("reading volume: %w", err)
 	}
 	v.SizeBytes = info.VirtualSize
+	v.BackingPath, v.BackingFormat = info.BackingFile, info.BackingFormat
 	switch {
 	case req.SizeBytes > info.VirtualSize:
 		err := p.cfg.Tool.Resize(ctx, path, qemuimg.FormatQCOW2, req.SizeBytes)

@@ -79,7 +79,7 @@ func TestHTTPFormats(t *testing.T) {
 				t.Fatal(err)
 			}
 			q := info(t, v.Path, "qcow2")
-			if q.VirtualSize != 16*mib || q.Backing != "" || v.SizeBytes != 16*mib {
+			if q.VirtualSize != 16*mib || q.Backing != "" || v.SizeBytes != 16*mib || v.BackingPath != "" {
 				t.Fatalf("volume %+v, qemu-img info %+v; want 16 MiB qcow2 without backing file", v, q)
 			}
 			sameData(t, raw, v.Path, "qcow2")
@@ -205,6 +205,10 @@ func TestGoldenMirror(t *testing.T) {
 		q := info(t, c.v.Path, "qcow2")
 		if q.Backing != base || q.VirtualSize != c.size {
 			t.Fatalf("overlay %s: %+v; want backing %s and size %d", c.v.Path, q, base, c.size)
+		}
+		// The volume reports its base, for the domain to name it.
+		if c.v.BackingPath != base || c.v.BackingFormat != "qcow2" {
+			t.Fatalf("overlay %s reports backing %q (%q), want %s (qcow2)", c.v.Path, c.v.BackingPath, c.v.BackingFormat, base)
 		}
 		sameData(t, raw, c.v.Path, "qcow2")
 	}

@@ -138,3 +138,45 @@ func TestDirectoryModesFixedAtStart(t *testing.T) {
 		t.Errorf("volume mode %#o, want 0600 untouched", got)
 	}
 }
+
+// TestSweepReclaimsGoldenBases: a base an older vmd let libvirt chown to
+// qemu's user (or left writable) is vmd's and 0444 again after Sweep,
+// while a base already right and temporary files are left as they are.
+func TestSweepReclaimsGoldenBases(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("chown to another user needs root")
+	}
+	e := newEnv(t, nil)
+	if err := os.MkdirAll(e.cache, 0o711); err != nil {
+		t.Fatal(err)
+	}
+	stolen := filepath.Join(e.cache, "debian-12.qcow2")
+	writable := filepath.Join(e.cache, "ubuntu-24.qcow2")
+	fine := filepath.Join(e.cache, "alpine.qcow2")
+	for _, f := range []struct {
+		path string
+		mode os.FileMode
+	}{{stolen, 0o444}, {writable, 0o644}, {fine, 0o444}} {
+		if err := os.WriteFile(f.path, []byte("base"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chmod(f.path, f.mode); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.Chown(stolen, 64055, 64055); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.Sweep(); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []string{stolen, writable, fine} {
+		fi, err := os.Stat(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if uid := fi.Sys().(*syscall.Stat_t).Uid; int(uid) != os.Geteuid() || fi.Mode().Perm() != 0o444 {
+			t.Errorf("%s: uid %d mode %v after Sweep, want vmd's and 0444", filepath.Base(p), uid, fi.Mode().Perm())
+		}
+	}
+}

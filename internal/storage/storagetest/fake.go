@@ -50,6 +50,11 @@ func (f *Fake) EnsureVolume(_ context.Context, req storage.VolumeRequest) (stora
 			BytesTotal:      req.SizeBytes,
 			ReplicationNote: "fake storage keeps one copy",
 		}}
+		if req.Source.Image != nil && !req.Optical {
+			// A golden-image disk is an overlay on the cached base, as
+			// the local pools make it.
+			v.vol.BackingPath, v.vol.BackingFormat = "/fake/images/"+req.Source.Image.Name+".qcow2", "qcow2"
+		}
 		f.volumes[req.UID] = v
 	}
 	if req.SizeBytes > v.vol.SizeBytes {
