@@ -4,6 +4,7 @@ package e2e
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -15,6 +16,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -148,6 +150,11 @@ spec:
 		t.Errorf("vmctl logs %s lacks the guest's READY line:\n%s", name, out)
 	}
 
+	// vmctl console: a line typed reaches the guest (tiny's init answers it), Ctrl-] detaches.
+	if got := consoleRoundTrip(t, h, name, "hello-vmd"); !strings.Contains(got, "console got: hello-vmd") {
+		t.Errorf("vmctl console: the guest did not answer the typed line; output:\n%s", got)
+	}
+
 	// vmctl vnc: a local port whose first bytes are the VNC server's RFB greeting.
 	greeting := vncGreeting(t, h, name)
 	if !regexp.MustCompile(`^RFB \d{3}\.\d{3}\n$`).MatchString(greeting) {
@@ -252,4 +259,59 @@ func vncGreeting(t *testing.T, h *vmdHarness, name string) string {
 		t.Fatalf("reading the VNC greeting through vmctl vnc: %v (vmctl stderr: %s)", err, stderr.String())
 	}
 	return string(buf)
+}
+
+// consoleRoundTrip runs `vmctl console NAME`, types line on it until the guest's answer appears
+// (the first bytes may arrive before the guest reads its console), then detaches with Ctrl-] and
+// returns what the console printed. vmctl must exit 0 after the detach.
+func consoleRoundTrip(t *testing.T, h *vmdHarness, name, line string) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, filepath.Join(h.bin, "vmctl"), "console", name)
+	cmd.Env = append(os.Environ(), "VMD_SOCKET="+h.Socket)
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out, stderr syncBuffer
+	cmd.Stdout, cmd.Stderr = &out, &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	want := "console got: " + line
+	for !strings.Contains(out.String(), want) && ctx.Err() == nil {
+		if _, err := io.WriteString(stdin, line+"\n"); err != nil {
+			t.Fatalf("typing on vmctl console: %v (stderr: %s)", err, stderr.String())
+		}
+		time.Sleep(time.Second)
+	}
+	if _, err := stdin.Write([]byte{0x1d}); err != nil { // Ctrl-]
+		t.Fatal(err)
+	}
+	if err := cmd.Wait(); err != nil {
+		t.Errorf("vmctl console after Ctrl-]: %v (stderr: %s)", err, stderr.String())
+	}
+	if !strings.Contains(stderr.String(), "Detached from vminstance/"+name) {
+		t.Errorf("vmctl console did not report the detach: %q", stderr.String())
+	}
+	return out.String()
+}
+
+// syncBuffer is a bytes.Buffer safe for a writing process and a reading test.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }
