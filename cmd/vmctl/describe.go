@@ -288,6 +288,9 @@ func describeVMDisk(d *describer, v *v1alpha1.VMDisk) {
 	}
 	d.kv(1, "Format", orNone(st.Format))
 	d.kv(1, "Path", orNone(st.Path))
+	if st.BackingFile != "" {
+		d.kv(1, "Backing File", st.BackingFile+" ("+st.BackingFormat+", read-only, shared)")
+	}
 	if st.SHA256 != "" {
 		d.kv(1, "SHA256", st.SHA256)
 	}

@@ -258,6 +258,27 @@ func TestDescribe(t *testing.T) {
 	}
 }
 
+func TestDescribeDiskBackingFile(t *testing.T) {
+	d := &v1alpha1.VMDisk{
+		TypeMeta:   v1alpha1.TypeMeta{APIVersion: v1alpha1.GroupVersion, Kind: v1alpha1.KindVMDisk},
+		ObjectMeta: v1alpha1.ObjectMeta{Namespace: "default", Name: "system", CreationTimestamp: at(time.Minute)},
+		Spec:       v1alpha1.VMDiskSpec{Storage: "10Gi", StorageClass: "local"},
+		Status: v1alpha1.VMDiskStatus{Phase: "Ready", Format: "qcow2", Path: "/var/lib/vmd/pools/local/default/system-1.qcow2",
+			BackingFile: "/var/lib/vmd/images/debian-12.qcow2", BackingFormat: "qcow2"},
+	}
+	var buf bytes.Buffer
+	describe(&buf, d, testNow)
+	if want := "  Backing File:         /var/lib/vmd/images/debian-12.qcow2 (qcow2, read-only, shared)\n"; !strings.Contains(buf.String(), want) {
+		t.Errorf("describe vmd lacks %q:\n%s", want, buf.String())
+	}
+	d.Status.BackingFile = ""
+	buf.Reset()
+	describe(&buf, d, testNow)
+	if strings.Contains(buf.String(), "Backing File") {
+		t.Errorf("a standalone volume shows a backing file:\n%s", buf.String())
+	}
+}
+
 func TestSelector(t *testing.T) {
 	labels := map[string]string{"app": "web", "tier": "front"}
 	cases := []struct {
