@@ -1,7 +1,6 @@
 package main
 
 import (
-	"errors"
 	"fmt"
 	"io/fs"
 	"log/slog"
@@ -12,6 +11,7 @@ import (
 	"strings"
 
 	"github.com/vmdhq/vmd/internal/config"
+	"github.com/vmdhq/vmd/internal/fsmode"
 )
 
 // stateDirMode is the mode of the state directory and of every directory
@@ -72,46 +72,15 @@ func prepareStateDirs(cfg *config.Config, log *slog.Logger) error {
 	return nil
 }
 
-// mkdirMode makes dir a directory with exactly mode: the directories it
-// creates (dir and missing parents) get mode whatever the umask, and an
-// existing dir whose mode differs is changed (and logged).
+// mkdirMode makes dir a directory with exactly mode (fsmode.MkdirAll) and
+// logs a change of an existing one's mode.
 func mkdirMode(dir string, mode fs.FileMode, log *slog.Logger) error {
-	var missing []string
-	for d := dir; ; d = filepath.Dir(d) {
-		if _, err := os.Stat(d); err == nil {
-			break
-		} else if !errors.Is(err, fs.ErrNotExist) {
-			return err
-		}
-		missing = append(missing, d)
-		if filepath.Dir(d) == d {
-			break
-		}
+	old, changed, err := fsmode.MkdirAll(dir, mode)
+	if changed {
+		log.Info("setting the mode of a state directory so qemu can traverse it", "dir", dir,
+			"from", fmt.Sprintf("%#o", old), "to", fmt.Sprintf("%#o", mode))
 	}
-	if err := os.MkdirAll(dir, mode); err != nil {
-		return err
-	}
-	for _, d := range missing {
-		if err := os.Chmod(d, mode); err != nil {
-			return err
-		}
-	}
-	if len(missing) > 0 {
-		return nil
-	}
-	st, err := os.Stat(dir)
-	if err != nil {
-		return err
-	}
-	if !st.IsDir() {
-		return fmt.Errorf("%s is not a directory", dir)
-	}
-	if st.Mode().Perm() == mode {
-		return nil
-	}
-	log.Info("setting the mode of a state directory so qemu can traverse it", "dir", dir,
-		"from", fmt.Sprintf("%#o", st.Mode().Perm()), "to", fmt.Sprintf("%#o", mode))
-	return os.Chmod(dir, mode)
+	return err
 }
 
 // untraversableAncestor returns the first ancestor of dir (nearest the

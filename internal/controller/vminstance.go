@@ -19,6 +19,7 @@ import (
 	"github.com/vmdhq/vmd/api/v1alpha1"
 	"github.com/vmdhq/vmd/internal/cloudinit"
 	"github.com/vmdhq/vmd/internal/errdefs"
+	"github.com/vmdhq/vmd/internal/fsmode"
 	"github.com/vmdhq/vmd/internal/hypervisor"
 	"github.com/vmdhq/vmd/internal/network"
 	"github.com/vmdhq/vmd/internal/state"
@@ -978,18 +979,9 @@ const instanceDirMode fs.FileMode = 0o711
 // directory with exactly instanceDirMode, whatever the umask, and corrects
 // them when they have another mode (0755, as an older vmd made them).
 func ensureInstanceDir(dir string) error {
-	if err := os.MkdirAll(dir, instanceDirMode); err != nil {
-		return err
-	}
 	for _, d := range []string{filepath.Dir(dir), dir} {
-		st, err := os.Stat(d)
-		if err != nil {
+		if _, _, err := fsmode.MkdirAll(d, instanceDirMode); err != nil {
 			return err
-		}
-		if st.Mode().Perm() != instanceDirMode {
-			if err := os.Chmod(d, instanceDirMode); err != nil {
-				return err
-			}
 		}
 	}
 	return nil

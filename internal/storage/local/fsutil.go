@@ -14,6 +14,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/vmdhq/vmd/internal/errdefs"
+	"github.com/vmdhq/vmd/internal/fsmode"
 	"github.com/vmdhq/vmd/internal/storage/qemuimg"
 )
 
@@ -33,47 +34,13 @@ const dirMode fs.FileMode = 0o711
 // volume names can be guessed.
 const volumeMode fs.FileMode = 0o600
 
-// mkdirTraversable makes dir exist with mode dirMode. The directories it
-// creates, and dir itself, get exactly dirMode whatever the umask (a
-// hardened umask such as 027 would take qemu's search permission away);
-// existing ancestors are left alone: they are not vmd's.
+// mkdirTraversable makes dir exist with exactly mode dirMode, and any
+// missing parent, whatever the umask (a hardened umask such as 027 would
+// take qemu's search permission away); existing ancestors are left alone:
+// they are not vmd's.
 func mkdirTraversable(dir string) error {
-	dir = filepath.Clean(dir)
-	var missing []string
-	for d := dir; ; d = filepath.Dir(d) {
-		if _, err := os.Stat(d); err == nil {
-			break
-		} else if !errors.Is(err, fs.ErrNotExist) {
-			return err
-		}
-		missing = append(missing, d)
-		if filepath.Dir(d) == d {
-			break
-		}
-	}
-	if err := os.MkdirAll(dir, dirMode); err != nil {
-		return err
-	}
-	for _, d := range missing {
-		if err := os.Chmod(d, dirMode); err != nil {
-			return err
-		}
-	}
-	_, err := setDirMode(dir)
+	_, _, err := fsmode.MkdirAll(dir, dirMode)
 	return err
-}
-
-// setDirMode gives the directory dir mode dirMode if it has another, and
-// reports whether it changed it (a directory made by an older vmd, 0700).
-func setDirMode(dir string) (bool, error) {
-	st, err := os.Stat(dir)
-	if err != nil {
-		return false, err
-	}
-	if st.Mode().Perm() == dirMode {
-		return false, nil
-	}
-	return true, os.Chmod(dir, dirMode)
 }
 
 // privateVolume takes group and other permissions away from the volume at

@@ -40,6 +40,7 @@ import (
 
 	"github.com/vmdhq/vmd/api/v1alpha1"
 	"github.com/vmdhq/vmd/internal/errdefs"
+	"github.com/vmdhq/vmd/internal/fsmode"
 	"github.com/vmdhq/vmd/internal/images"
 	"github.com/vmdhq/vmd/internal/storage"
 	"github.com/vmdhq/vmd/internal/storage/qemuimg"
@@ -187,7 +188,7 @@ func New(cfg Config) (*Pools, error) {
 				continue
 			}
 			dir := filepath.Join(c.Path, e.Name())
-			if changed, err := setDirMode(dir); err != nil {
+			if _, changed, err := fsmode.MkdirAll(dir, dirMode); err != nil {
 				return nil, fmt.Errorf("creating pools: %w", err)
 			} else if changed {
 				log.Info("made namespace directory traversable for qemu", "dir", dir, "mode", fmt.Sprintf("%#o", dirMode))
