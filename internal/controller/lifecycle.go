@@ -88,6 +88,11 @@ type history struct {
 	DefinedHash string `json:"definedHash,omitempty"`
 	RunningHash string `json:"runningHash,omitempty"`
 	BootHash    string `json:"bootHash,omitempty"`
+	// BootGeneration is the spec generation the running guest booted
+	// with: when a restart would change what it runs while the spec is the
+	// same, vmd itself (an upgrade, its configuration) changed the
+	// definition, and RestartRequired says so instead of blaming the spec.
+	BootGeneration int64 `json:"bootGeneration,omitempty"`
 }
 
 // bootsOlder reports whether the running guest booted from a definition

@@ -322,6 +322,7 @@ func (r *InstanceReconciler) lifecycle(ctx context.Context, vm *v1alpha1.VMInsta
 		}
 		hist.recordStart(d, now)
 		hist.RunningHash, hist.BootHash = hashes.defined, hashes.boot
+		hist.BootGeneration = vm.ObjectMeta.Generation
 		// Truncate the serial log so GuestReady reflects this boot only.
 		if err := truncate(paths.SerialLog); err != nil {
 			return Result{}, err
@@ -387,8 +388,12 @@ func (r *InstanceReconciler) reportPhase(vm *v1alpha1.VMInstance, obs hypervisor
 		setReady(&st.Conditions, v1alpha1.ConditionFalse, "Stopped", "domain "+name+" is not running: "+d.Reason, gen, now)
 	}
 	if obs.Running && hist.bootsOlder(hashes) {
-		setCondition(&st.Conditions, ConditionRestartRequired, v1alpha1.ConditionTrue, "SpecChanged",
-			"the running guest uses an older definition; restart it to apply the spec", gen, now)
+		reason, msg := "SpecChanged", "the running guest uses an older definition; restart it to apply the spec"
+		if hist.BootGeneration == gen {
+			reason, msg = "DefinitionChanged", "vmd now builds this VM's domain differently than when the guest booted "+
+				"(a vmd upgrade or a change of its configuration), although the spec is the same; restart it to apply"
+		}
+		setCondition(&st.Conditions, ConditionRestartRequired, v1alpha1.ConditionTrue, reason, msg, gen, now)
 	} else {
 		v1alpha1.RemoveCondition(&st.Conditions, ConditionRestartRequired)
 	}

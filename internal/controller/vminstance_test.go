@@ -452,6 +452,29 @@ func TestRestartRequiredOnlyForWhatTheGuestBootsFrom(t *testing.T) {
 	}
 }
 
+// A definition that changes under an unchanged spec (vmd upgraded, or its
+// configuration edited) still needs a restart, and says it was not the spec.
+func TestRestartRequiredWhenVMDChangesTheDefinition(t *testing.T) {
+	f := newFixture(t)
+	f.createVM("web", v1alpha1.VMInstanceSpec{})
+	f.mustReconcileVM("web")
+	f.vms.DomainType = hypervisor.DomainTypeKVM
+	f.mustReconcileVM("web")
+	c := v1alpha1.FindCondition(f.vm("web").Status.Conditions, ConditionRestartRequired)
+	if c == nil || c.Status != v1alpha1.ConditionTrue || c.Reason != "DefinitionChanged" {
+		t.Fatalf("RestartRequired = %+v, want True with reason DefinitionChanged", c)
+	}
+	vm := f.vm("web")
+	vm.Spec.CloudInit = "#cloud-config\nruncmd: [true]\n"
+	if err := f.store.Update(context.Background(), vm); err != nil {
+		t.Fatal(err)
+	}
+	f.mustReconcileVM("web")
+	if c := v1alpha1.FindCondition(f.vm("web").Status.Conditions, ConditionRestartRequired); c == nil || c.Reason != "SpecChanged" {
+		t.Fatalf("RestartRequired = %+v after a spec edit, want reason SpecChanged", c)
+	}
+}
+
 func TestBootsOlder(t *testing.T) {
 	cur := definitionHashes{defined: "d2", boot: "b1"}
 	tests := []struct {
