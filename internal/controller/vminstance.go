@@ -389,9 +389,14 @@ func (r *InstanceReconciler) reportPhase(vm *v1alpha1.VMInstance, obs hypervisor
 	}
 	if obs.Running && hist.bootsOlder(hashes) {
 		reason, msg := "SpecChanged", "the running guest uses an older definition; restart it to apply the spec"
-		if hist.BootGeneration == gen {
+		switch hist.BootGeneration {
+		case gen:
 			reason, msg = "DefinitionChanged", "vmd now builds this VM's domain differently than when the guest booted "+
 				"(a vmd upgrade or a change of its configuration), although the spec is the same; restart it to apply"
+		case 0:
+			// Booted by a vmd that did not record the generation.
+			reason, msg = "OlderDefinition", "the running guest booted from an older domain definition "+
+				"(a spec edit, or a vmd upgrade or configuration change); restart it to apply"
 		}
 		setCondition(&st.Conditions, ConditionRestartRequired, v1alpha1.ConditionTrue, reason, msg, gen, now)
 	} else {

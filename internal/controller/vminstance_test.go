@@ -473,6 +473,22 @@ func TestRestartRequiredWhenVMDChangesTheDefinition(t *testing.T) {
 	if c := v1alpha1.FindCondition(f.vm("web").Status.Conditions, ConditionRestartRequired); c == nil || c.Reason != "SpecChanged" {
 		t.Fatalf("RestartRequired = %+v after a spec edit, want reason SpecChanged", c)
 	}
+
+	// A boot recorded by a vmd that did not note the generation: neither
+	// is known to be the cause.
+	path := filepath.Join(f.vms.InstancesDir, "default", "web", "lifecycle.json")
+	h, err := loadHistory(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.BootGeneration = 0
+	if err := saveHistory(path, h); err != nil {
+		t.Fatal(err)
+	}
+	f.mustReconcileVM("web")
+	if c := v1alpha1.FindCondition(f.vm("web").Status.Conditions, ConditionRestartRequired); c == nil || c.Reason != "OlderDefinition" {
+		t.Fatalf("RestartRequired = %+v with an old history, want reason OlderDefinition", c)
+	}
 }
 
 func TestBootsOlder(t *testing.T) {
