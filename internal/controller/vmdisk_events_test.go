@@ -24,8 +24,14 @@ func (f *fixture) withRecorder() *events.Recorder {
 
 // eventLog renders the events of disk name as "Type Reason xCount".
 func eventLog(rec *events.Recorder, name string) string {
+	return kindEventLog(rec, v1alpha1.KindVMDisk, name)
+}
+
+// kindEventLog renders the events of the object kind/name in namespace
+// default as "Type Reason xCount; ...".
+func kindEventLog(rec *events.Recorder, kind v1alpha1.Kind, name string) string {
 	var parts []string
-	for _, e := range rec.List("default", v1alpha1.KindVMDisk, name) {
+	for _, e := range rec.List("default", kind, name) {
 		parts = append(parts, fmt.Sprintf("%s %s x%d", e.Type, e.Reason, e.Count))
 	}
 	return strings.Join(parts, "; ")

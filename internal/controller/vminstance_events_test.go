@@ -3,7 +3,6 @@ package controller
 import (
 	"context"
 	"errors"
-	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -25,11 +24,7 @@ func (f *fixture) withVMRecorder() *events.Recorder {
 
 // vmEventLog renders the events of vminstance name as "Type Reason xCount".
 func vmEventLog(rec *events.Recorder, name string) string {
-	var parts []string
-	for _, e := range rec.List("default", v1alpha1.KindVMInstance, name) {
-		parts = append(parts, fmt.Sprintf("%s %s x%d", e.Type, e.Reason, e.Count))
-	}
-	return strings.Join(parts, "; ")
+	return kindEventLog(rec, v1alpha1.KindVMInstance, name)
 }
 
 func requireEvents(t *testing.T, rec *events.Recorder, name, want string) {
